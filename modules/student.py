@@ -1,0 +1,890 @@
+"""The student template (AutoDistill Fig. 2, after MobileBERT): one plain file, read top to bottom.
+
+A student is an embedding layer, a chain of building blocks and a task head. Each block has five
+factors (``BlockSpec``): hidden size (block input/output width, the MHA input width), bottleneck size
+(MHA output width = the inner width of the block), attention heads, FFN intermediate size and the
+number of stacked FFNs. One block, for input x of width H and bottleneck width Bn:
+
+    r = LN(W_in x)                      # hidden -> bottleneck map (the residual of the inner block)
+    a = LN(r + W_o MHA(q=x, k=x, v=x))  # MHA reads the full hidden width, writes Bn
+    a = LN(a + FFN_j(a))                # j = 1..num_ffn, each FFN = two dense layers at Bn <-> I
+    y = LN(x + W_out a)                 # bottleneck -> hidden map, residual over the whole block
+
+The two maps exist to let any (hidden, bottleneck) pair fit. Where hidden == bottleneck nothing needs
+fitting, so they (and the outer residual, which would add x twice) are left out: a block with
+hidden == bottleneck and one FFN is then exactly a BERT layer, which is what the HF-parity test checks.
+Blocks may differ (a per-block list); where consecutive hidden sizes differ a dense transition maps
+one to the next. The embedding width is the first block's hidden size and the MLM decoder is tied to
+the word embeddings, as in BERT.
+
+Importing this module registers the classes with ``transformers``' Auto* factories, so a saved
+student loads with ``AutoModel.from_pretrained(dir)`` (and the head classes) after ``import modules``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+# --------------------------------------------------------------------------------------------------
+# Architecture description
+# --------------------------------------------------------------------------------------------------
+
+BLOCK_FACTORS = ("hidden_size", "bottleneck_size", "num_heads", "intermediate_size", "num_ffn")
+_NAME_RE = re.compile(r"^(?:Model_)?(\d+)_(\d+)_(\d+)_(\d+)_(\d+)$")
+
+
+@dataclass
+class BlockSpec:
+    """The five factors of one building block (AutoDistill Table 1).
+
+    Named like the paper: ``BlockSpec.from_name("Model_512_128_1_640_2")`` is hidden 512,
+    bottleneck 128, 1 head, intermediate 640, 2 stacked FFNs.
+    """
+
+    hidden_size: int
+    bottleneck_size: int
+    num_heads: int
+    intermediate_size: int
+    num_ffn: int
+
+    def __post_init__(self) -> None:
+        problem = block_problem(self)
+        if problem:
+            raise ValueError(f"student block: {problem}")
+
+    @property
+    def name(self) -> str:
+        return "_".join(str(getattr(self, f)) for f in BLOCK_FACTORS)
+
+    @property
+    def has_bottleneck(self) -> bool:
+        return self.hidden_size != self.bottleneck_size
+
+    @classmethod
+    def from_name(cls, name: str) -> BlockSpec:
+        match = _NAME_RE.match(name.strip())
+        if not match:
+            raise ValueError(
+                f"'{name}' is not a block name: expected Model_<hidden>_<bottleneck>_<heads>_<intermediate>_<ffns>, "
+                "e.g. Model_512_128_4_512_4"
+            )
+        return cls(*(int(g) for g in match.groups()))
+
+
+def block_problem(block: Any) -> str:
+    """What is wrong with a block's factors ('' when nothing is): one message naming the field."""
+    for name in BLOCK_FACTORS:
+        value = getattr(block, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            return f"{name} must be a positive integer, got {value!r}"
+    if block.bottleneck_size % block.num_heads:
+        divisors = [h for h in (1, 2, 4, 8, 16) if block.bottleneck_size % h == 0]
+        return (
+            f"bottleneck_size={block.bottleneck_size} is not divisible by num_heads={block.num_heads} "
+            f"(each head gets bottleneck_size / num_heads dims); use num_heads in {divisors}"
+        )
+    return ""
+
+
+@dataclass
+class StudentSpec:
+    """Hydra schema of the ``student`` config group.
+
+    Give either ``block`` (the paper's n identical blocks) or ``blocks`` (one entry per block).
+    """
+
+    num_blocks: int = MISSING
+    block: BlockSpec | None = None
+    blocks: list[BlockSpec] | None = None
+    vocab_size: int | None = None  # null = the teacher tokenizer's vocabulary (the student shares it)
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    # Copy the teacher's embeddings into the student, resampled to its width (AutoDistill §3.3.2).
+    init_embeddings_from_teacher: bool = True
+    embedding_resample: str = "interpolate"  # interpolate | pca
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks <= 0:
+            raise ValueError(f"student.num_blocks must be a positive integer, got {self.num_blocks!r}")
+        if (self.block is None) == (self.blocks is None):
+            raise ValueError(
+                "student: give exactly one of `block` (n identical blocks) or `blocks` (a per-block list); "
+                f"got {'both' if self.block is not None else 'neither'}"
+            )
+        if self.blocks is not None and len(self.blocks) != self.num_blocks:
+            raise ValueError(
+                f"student.blocks has {len(self.blocks)} entries but student.num_blocks={self.num_blocks}; "
+                "make them equal (one entry per block)"
+            )
+        if self.embedding_resample not in RESAMPLE_METHODS:
+            raise ValueError(
+                f"student.embedding_resample must be one of {RESAMPLE_METHODS}, got {self.embedding_resample!r}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"student.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"student.hidden_act={self.hidden_act!r} is unknown; use e.g. gelu, relu, gelu_new"
+            )
+
+    def block_list(self) -> list[BlockSpec]:
+        if self.blocks is not None:
+            return list(self.blocks)
+        return [self.block] * self.num_blocks
+
+    @property
+    def name(self) -> str:
+        return student_name(self.block_list())
+
+    def to_hf_config(self, vocab_size: int | None = None, **kwargs: Any) -> StudentConfig:
+        """The HF config of this student.
+
+        Args:
+            vocab_size: the teacher tokenizer's vocabulary size; must agree with ``student.vocab_size`` if set.
+        """
+        if self.vocab_size is not None and vocab_size is not None and self.vocab_size != vocab_size:
+            raise ValueError(
+                f"student.vocab_size={self.vocab_size} but the teacher's tokenizer has {vocab_size} tokens; "
+                "the student shares the teacher's tokenizer, so leave student.vocab_size null"
+            )
+        vocab = self.vocab_size if self.vocab_size is not None else vocab_size
+        if vocab is None:
+            raise ValueError(
+                "student.vocab_size is null and no teacher vocabulary was given; set student.vocab_size"
+            )
+        return StudentConfig(
+            blocks=[asdict(b) for b in self.block_list()],
+            vocab_size=vocab,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            layer_norm_eps=self.layer_norm_eps,
+            initializer_range=self.initializer_range,
+            **kwargs,
+        )
+
+
+def student_name(blocks: list[BlockSpec]) -> str:
+    """``Model_512_128_4_512_4x24`` for n identical blocks; block names joined by '-' otherwise."""
+    names = [b.name for b in blocks]
+    if len(set(names)) == 1:
+        return f"Model_{names[0]}x{len(names)}"
+    return "Model_" + "-".join(names)
+
+
+class StudentConfig(PreTrainedConfig):
+    """Hugging Face config of a student: what ``save_pretrained`` writes and ``AutoConfig`` reads.
+
+    ``blocks`` is a list of dicts with the five ``BLOCK_FACTORS`` (JSON-friendly ``BlockSpec``s).
+    """
+
+    model_type = "distill_student"
+    blocks: list | None = None
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    classifier_dropout: float | int | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if not self.blocks:
+            raise ValueError(
+                "StudentConfig.blocks must list at least one block (dicts of the five block factors)"
+            )
+        for i, block in enumerate(self.block_specs):
+            problem = block_problem(block)
+            if problem:
+                raise ValueError(f"student.blocks[{i}]: {problem}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def block_specs(self) -> list[BlockSpec]:
+        # Validation happens in __post_init__ with the block index in the message, so build without it here.
+        return [_unchecked_block(b) for b in self.blocks]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.blocks[0]["hidden_size"]
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the last block's output: what heads and downstream tools read."""
+        return self.blocks[-1]["hidden_size"]
+
+    @property
+    def name(self) -> str:
+        return student_name(self.block_specs)
+
+
+def _unchecked_block(d: dict | BlockSpec) -> BlockSpec:
+    if isinstance(d, BlockSpec):
+        return d
+    missing = [f for f in BLOCK_FACTORS if f not in d]
+    if missing:
+        raise ValueError(f"student block {d} lacks {missing}; each block needs {list(BLOCK_FACTORS)}")
+    block = object.__new__(BlockSpec)
+    for f in fields(BlockSpec):
+        setattr(block, f.name, d[f.name])
+    return block
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudentOutput(ModelOutput):
+    """What the encoder returns.
+
+    Attributes:
+        last_hidden_state: (B, S, H_last) output of the last block.
+        pooler_output: (B, H_last) tanh(dense([CLS])) as in BERT.
+        embeddings: (B, S, E) output of the embedding layer (E = first block's hidden size).
+        block_outputs: per block k, (B, S, H_k); only with ``output_hidden_states=True``.
+            Unlike HF's ``hidden_states`` it does not start with the embeddings (those are above).
+        attentions: per block k, (B, heads_k, S, S) attention probabilities (rows sum to 1 over keys,
+            padded keys get 0); only with ``output_attentions=True``, which also switches from the fused
+            SDPA kernel to the explicit softmax that can return them.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+    block_outputs: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class StudentPreTrainingOutput(ModelOutput):
+    """mlm_logits: (B, S, V); nsp_logits: (B, 2); loss = MLM CE + NSP CE when labels are given."""
+
+    loss: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
+    encoder: StudentOutput | None = None
+
+
+@dataclass
+class StudentMaskedLMOutput(ModelOutput):
+    """logits: (B, S, V)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    encoder: StudentOutput | None = None
+
+
+@dataclass
+class StudentSequenceClassifierOutput(ModelOutput):
+    """logits: (B, num_labels); num_labels == 1 is regression."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    encoder: StudentOutput | None = None
+
+
+@dataclass
+class StudentQuestionAnsweringOutput(ModelOutput):
+    """start_logits, end_logits: (B, S); padded positions are not masked here (post-processing does it)."""
+
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    encoder: StudentOutput | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------------
+
+
+class Embeddings(nn.Module):
+    """word + position + token type, then LayerNorm and dropout (BERT's embedding layer)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        width = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device)  # (S,)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)  # (B, S, E) + (S, E)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MultiHeadAttention(nn.Module):
+    """Queries, keys and values read the block input (hidden width) and live at the bottleneck width."""
+
+    def __init__(self, block: BlockSpec, config: StudentConfig):
+        super().__init__()
+        self.num_heads = block.num_heads
+        self.head_dim = block.bottleneck_size // block.num_heads
+        self.query = nn.Linear(block.hidden_size, block.bottleneck_size)
+        self.key = nn.Linear(block.hidden_size, block.bottleneck_size)
+        self.value = nn.Linear(block.hidden_size, block.bottleneck_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, _ = x.shape
+        return x.view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, S, d)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            x: (B, S, H) block input.
+            mask: (B, 1, 1, S) additive mask: 0 for real keys, dtype-min for padding.
+            need_probs: return the attention probabilities (explicit softmax) instead of using SDPA.
+        Returns:
+            context (B, S, Bn) and probabilities (B, h, S, S) or None.
+        """
+        batch, seq_len, _ = x.shape
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        dropout_p = self.dropout_p if self.training else 0.0
+        if need_probs:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + mask  # (B, h, S, S)
+            probs = scores.softmax(dim=-1)
+            context = F.dropout(probs, dropout_p, self.training) @ v  # (B, h, S, d)
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(
+            batch, seq_len, self.num_heads * self.head_dim
+        )  # (B, S, Bn)
+        return context, probs
+
+
+class DenseResidualNorm(nn.Module):
+    """LN(residual + dropout(dense(x))): the output half of every sub-layer."""
+
+    def __init__(self, in_features: int, out_features: int, config: StudentConfig):
+        super().__init__()
+        self.dense = nn.Linear(in_features, out_features)
+        self.LayerNorm = nn.LayerNorm(out_features, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class FeedForward(nn.Module):
+    """One FFN at the bottleneck width: Bn -> I -> Bn with a residual and LayerNorm."""
+
+    def __init__(self, block: BlockSpec, config: StudentConfig):
+        super().__init__()
+        self.up = nn.Linear(block.bottleneck_size, block.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.down = DenseResidualNorm(block.intermediate_size, block.bottleneck_size, config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)), residual=x)
+
+
+class BottleneckIn(nn.Module):
+    """hidden -> bottleneck map with LayerNorm (MobileBERT's input bottleneck)."""
+
+    def __init__(self, block: BlockSpec, config: StudentConfig):
+        super().__init__()
+        self.dense = nn.Linear(block.hidden_size, block.bottleneck_size)
+        self.LayerNorm = nn.LayerNorm(block.bottleneck_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(x))
+
+
+class Block(nn.Module):
+    """One building block; see the module docstring for the equations."""
+
+    def __init__(self, block: BlockSpec, config: StudentConfig):
+        super().__init__()
+        self.spec = block
+        self.bottleneck_in = BottleneckIn(block, config) if block.has_bottleneck else None
+        self.attention = MultiHeadAttention(block, config)
+        self.attention_output = DenseResidualNorm(block.bottleneck_size, block.bottleneck_size, config)
+        self.ffns = nn.ModuleList(FeedForward(block, config) for _ in range(block.num_ffn))
+        self.bottleneck_out = (
+            DenseResidualNorm(block.bottleneck_size, block.hidden_size, config)
+            if block.has_bottleneck
+            else None
+        )
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, need_probs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, S, H) -> (B, S, H), attention probs (B, h, S, S) or None."""
+        residual = x if self.bottleneck_in is None else self.bottleneck_in(x)  # (B, S, Bn)
+        context, probs = self.attention(x, mask, need_probs)  # (B, S, Bn)
+        h = self.attention_output(context, residual=residual)
+        for ffn in self.ffns:
+            h = ffn(h)
+        if self.bottleneck_out is not None:
+            h = self.bottleneck_out(h, residual=x)  # (B, S, H)
+        return h, probs
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+class StudentPreTrainedModel(PreTrainedModel):
+    config_class = StudentConfig
+    config: StudentConfig
+    base_model_prefix = "student"
+    main_input_name = "input_ids"
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # BERT's initialisation: N(0, initializer_range) for dense and embeddings, LN at identity.
+        super()._init_weights(module)
+        if isinstance(module, MLMHead):
+            init.zeros_(module.bias)
+
+
+class StudentModel(StudentPreTrainedModel):
+    """The encoder: embeddings -> blocks (with transitions where hidden sizes change) -> pooler."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        specs = config.block_specs
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(Block(spec, config) for spec in specs)
+        # transitions[k] maps block k's output to block k+1's input width (Identity where they match).
+        self.transitions = nn.ModuleList(
+            nn.Linear(a.hidden_size, b.hidden_size) if a.hidden_size != b.hidden_size else nn.Identity()
+            for a, b in zip(specs[:-1], specs[1:])
+        )
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> StudentOutput:
+        """
+        Args:
+            input_ids: (B, S) token ids.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; all ones when None.
+            token_type_ids: (B, S) segment ids; zeros when None.
+            output_hidden_states: also return every block's output.
+            output_attentions: also return attention probabilities (uses the explicit softmax path).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, S, E)
+        embeddings = x
+        # (B, 1, 1, S): broadcast over heads and query positions; padded keys get the dtype's minimum.
+        mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+
+        block_outputs, attentions = [], []
+        for k, block in enumerate(self.blocks):
+            x, probs = block(x, mask, output_attentions)
+            if output_hidden_states:
+                block_outputs.append(x)
+            if output_attentions:
+                attentions.append(probs)
+            if k < len(self.transitions):
+                x = self.transitions[k](x)
+        pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H_last)
+        return StudentOutput(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            embeddings=embeddings,
+            block_outputs=tuple(block_outputs) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+class MLMHead(nn.Module):
+    """dense + act + LN at the embedding width, then the decoder tied to the word embeddings (BERT's)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, H_last) -> (B, S, V)."""
+        return self.decoder(self.LayerNorm(self.act(self.dense(x)))) + self.bias
+
+
+def _mlm_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+class StudentForPreTraining(StudentPreTrainedModel):
+    """Encoder + MLM head + NSP head: the model flash/regular distillation trains."""
+
+    _tied_weights_keys = {"mlm.decoder.weight": "student.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        self.student = StudentModel(config)
+        self.mlm = MLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.mlm.decoder = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> StudentPreTrainingOutput:
+        """labels: (B, S) token ids at masked positions, -100 elsewhere; next_sentence_label: (B,) 0 = real next."""
+        enc = self.student(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        mlm_logits = self.mlm(enc.last_hidden_state)
+        nsp_logits = self.nsp(enc.pooler_output)
+        loss = _mlm_loss(mlm_logits, labels)
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
+            loss = nsp_loss if loss is None else loss + nsp_loss
+        return StudentPreTrainingOutput(loss=loss, mlm_logits=mlm_logits, nsp_logits=nsp_logits, encoder=enc)
+
+
+class StudentForMaskedLM(StudentPreTrainedModel):
+    _tied_weights_keys = {"mlm.decoder.weight": "student.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        self.student = StudentModel(config)
+        self.mlm = MLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.mlm.decoder = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> StudentMaskedLMOutput:
+        enc = self.student(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits = self.mlm(enc.last_hidden_state)
+        return StudentMaskedLMOutput(loss=_mlm_loss(logits, labels), logits=logits, encoder=enc)
+
+
+class StudentForSequenceClassification(StudentPreTrainedModel):
+    """Pooled [CLS] -> dropout -> linear. num_labels == 1 regresses with MSE (GLUE STS-B)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        self.student = StudentModel(config)
+        dropout = (
+            config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> StudentSequenceClassifierOutput:
+        enc = self.student(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.config.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.float())
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return StudentSequenceClassifierOutput(loss=loss, logits=logits, encoder=enc)
+
+
+class StudentForQuestionAnswering(StudentPreTrainedModel):
+    """Span head: a linear map of each token to (start, end) logits."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        self.student = StudentModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> StudentQuestionAnsweringOutput:
+        enc = self.student(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        start_logits, end_logits = self.qa_outputs(enc.last_hidden_state).unbind(dim=-1)  # (B, S) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # Answers clipped out of the window point at position S and are ignored, as in HF's heads.
+            seq_len = start_logits.shape[1]
+            start = start_positions.clamp(0, seq_len)
+            end = end_positions.clamp(0, seq_len)
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=seq_len)
+                + F.cross_entropy(end_logits, end, ignore_index=seq_len)
+            ) / 2
+        return StudentQuestionAnsweringOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits, encoder=enc
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Analytic size and cost (per config, no weights needed)
+# --------------------------------------------------------------------------------------------------
+
+HEADS = ("none", "pretraining", "mlm", "classification", "qa")
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def num_parameters(config: StudentConfig, head: str = "none") -> int:
+    """Exact trainable parameter count of a student built from ``config`` (tied decoder counted once).
+
+    Args:
+        head: ``none`` (the encoder, ``StudentModel``), ``pretraining``, ``mlm``, ``classification``, ``qa``.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    specs = config.block_specs
+    emb = config.embedding_size
+    total = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * emb + 2 * emb
+    for b in specs:
+        H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741
+        total += 3 * _linear(H, Bn) + _linear(Bn, Bn) + 2 * Bn  # q, k, v, attention output + LN
+        total += b.num_ffn * (_linear(Bn, I) + _linear(I, Bn) + 2 * Bn)
+        if b.has_bottleneck:
+            total += _linear(H, Bn) + 2 * Bn + _linear(Bn, H) + 2 * H
+    for a, b in zip(specs[:-1], specs[1:]):
+        if a.hidden_size != b.hidden_size:
+            total += _linear(a.hidden_size, b.hidden_size)
+    last = config.hidden_size
+    total += _linear(last, last)  # pooler
+    mlm = _linear(last, emb) + 2 * emb + config.vocab_size  # transform, LN, decoder bias (weight tied)
+    total += {
+        "none": 0,
+        "pretraining": mlm + _linear(last, 2),
+        "mlm": mlm,
+        "classification": _linear(last, config.num_labels),
+        "qa": _linear(last, 2),
+    }[head]
+    return total
+
+
+def flops(config: StudentConfig, seq_len: int, batch_size: int = 1) -> int:
+    """Forward FLOPs of the encoder (``StudentModel``), counting 2 per multiply-accumulate of every matmul.
+
+    Element-wise work (softmax, LayerNorm, activations, embedding sums) is left out, which is what
+    ``torch.utils.flop_counter.FlopCounterMode`` counts too; the test holds the two equal.
+    """
+    S = seq_len
+    per_token = 0
+    specs = config.block_specs
+    for b in specs:
+        H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741
+        per_token += 3 * H * Bn + Bn * Bn  # q, k, v, attention output
+        per_token += 2 * S * Bn  # scores (Q K^T) and context (P V), per query token
+        per_token += b.num_ffn * 2 * Bn * I
+        if b.has_bottleneck:
+            per_token += 2 * H * Bn
+    for a, b in zip(specs[:-1], specs[1:]):
+        if a.hidden_size != b.hidden_size:
+            per_token += a.hidden_size * b.hidden_size
+    per_sequence = S * per_token + config.hidden_size**2  # pooler reads [CLS] only
+    return 2 * batch_size * per_sequence
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedding initialisation from a teacher (AutoDistill §3.3.2)
+# --------------------------------------------------------------------------------------------------
+
+RESAMPLE_METHODS = ("interpolate", "pca")
+
+
+@dataclass
+class EmbeddingWeights:
+    """A teacher's embedding tables, all (rows, D) except the LayerNorm vectors (D,)."""
+
+    word: torch.Tensor
+    position: torch.Tensor | None = None
+    token_type: torch.Tensor | None = None
+    norm_weight: torch.Tensor | None = None
+    norm_bias: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resample_features(
+    weight: torch.Tensor, width: int, method: str, basis: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Resample the last (feature) axis of ``weight`` to ``width``.
+
+    Args:
+        weight: (N, D) or (D,).
+        method: ``interpolate`` — linear interpolation along the feature axis (the paper's "down- or
+            up-sample"); ``pca`` — project onto ``basis`` (D, width), see ``pca_basis``.
+    Returns:
+        (N, width) or (width,).
+    """
+    if method == "pca":
+        if basis is None:
+            raise ValueError("resample_features(method='pca') needs a basis from pca_basis()")
+        return weight @ basis
+    if method != "interpolate":
+        raise ValueError(f"unknown resample method {method!r}; use one of {RESAMPLE_METHODS}")
+    if weight.shape[-1] == width:
+        return weight.clone()
+    rows = weight.reshape(1, -1, weight.shape[-1]).float()  # (1, N, D): F.interpolate resamples the last axis
+    out = F.interpolate(rows, size=width, mode="linear", align_corners=True)
+    return out.reshape(*weight.shape[:-1], width).to(weight.dtype)
+
+
+def pca_basis(word: torch.Tensor, width: int) -> torch.Tensor:
+    """(D, width) orthonormal basis: the top principal directions of the word embeddings.
+
+    Down-sampling keeps the directions that carry most variance, and every table (word, position,
+    token type) goes through the same basis so their sum stays meaningful. Up-sampling keeps all D
+    directions and pads with zero columns.
+    """
+    D = word.shape[1]
+    centered = (word - word.mean(dim=0)).float()
+    _, _, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (D, D), rows = directions
+    basis = vh.T[:, : min(width, D)]
+    if width > D:
+        basis = torch.cat([basis, basis.new_zeros(D, width - D)], dim=1)
+    return basis.to(word.dtype)
+
+
+@torch.no_grad()
+def init_embeddings_from_teacher(
+    student: StudentModel, teacher: EmbeddingWeights, method: str = "interpolate"
+) -> None:
+    """Copy a teacher's embedding tables into the student, resampled to the student's width.
+
+    Positions and token types copy the rows both have; the vocabulary must be the same (the student
+    uses the teacher's tokenizer).
+    """
+    emb = student.embeddings
+    width = emb.word_embeddings.weight.shape[1]
+    if teacher.word.shape[0] != emb.word_embeddings.weight.shape[0]:
+        raise ValueError(
+            f"teacher vocabulary has {teacher.word.shape[0]} tokens but student.vocab_size="
+            f"{emb.word_embeddings.weight.shape[0]}; set student.vocab_size to the teacher's"
+        )
+    basis = pca_basis(teacher.word, width) if method == "pca" else None
+
+    def copy_rows(dst: nn.Embedding, src: torch.Tensor | None) -> None:
+        if src is None:
+            return
+        rows = min(dst.weight.shape[0], src.shape[0])
+        dst.weight[:rows] = resample_features(src[:rows], width, method, basis).to(dst.weight.dtype)
+
+    copy_rows(emb.word_embeddings, teacher.word)
+    copy_rows(emb.position_embeddings, teacher.position)
+    copy_rows(emb.token_type_embeddings, teacher.token_type)
+    # A LayerNorm's gain and bias are per feature; interpolation keeps their profile, whereas a PCA
+    # basis mixes features so there is no meaningful per-feature value: start from identity then.
+    if method == "interpolate" and teacher.norm_weight is not None:
+        emb.LayerNorm.weight.copy_(resample_features(teacher.norm_weight, width, method))
+        emb.LayerNorm.bias.copy_(resample_features(teacher.norm_bias, width, method))
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face Auto* registration: `import modules` is enough for AutoModel.from_pretrained(student_dir).
+# --------------------------------------------------------------------------------------------------
+
+AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
+AutoModel.register(StudentConfig, StudentModel, exist_ok=True)
+AutoModelForPreTraining.register(StudentConfig, StudentForPreTraining, exist_ok=True)
+AutoModelForMaskedLM.register(StudentConfig, StudentForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(StudentConfig, StudentForQuestionAnswering, exist_ok=True)

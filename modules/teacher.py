@@ -1,0 +1,263 @@
+"""Teacher adapter: any HF encoder (BERT, RoBERTa, MobileBERT, DistilBERT, ...) behind one named output.
+
+The teacher is loaded once with eager attention (SDPA/flash kernels return no attention maps),
+frozen and kept in eval mode whatever the surrounding LightningModule does. ``Teacher(batch)``
+returns everything layer-wise distillation needs in a ``TeacherOutput``; MLM and NSP logits are
+there only when the checkpoint really has those heads, which is decided from the load report,
+never assumed from the class name (the offline MiniLM is a bare ``BertModel``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+
+import torch
+import transformers
+from omegaconf import MISSING
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from datamodules.assets import resolve_path
+from modules.student import EmbeddingWeights
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Parameter-name fragments of next-sentence heads across architectures (BERT/MobileBERT: cls.seq_relationship).
+_NSP_KEYS = ("seq_relationship",)
+
+
+@dataclass
+class TeacherConfig:
+    """Hydra schema of the ``teacher`` config group."""
+
+    # Hub id (bert-base-uncased), local directory, or pkg://<package>/<dir> for a model shipped in a package.
+    name_or_path: str = MISSING
+    # null = use the head when the checkpoint has it; true = fail unless it has it; false = never use it.
+    mlm_head: bool | None = None
+    nsp_head: bool | None = None
+    dtype: str = "float32"
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"teacher.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if not self.name_or_path or self.name_or_path == MISSING:
+            raise ValueError(
+                "teacher.name_or_path is required: a hub id, a local directory or pkg://package/dir"
+            )
+
+
+@dataclass
+class TeacherOutput:
+    """Everything a student learns from, for one batch.
+
+    Attributes:
+        embeddings: (B, S, D) embedding-layer output.
+        hidden_states: L tensors (B, S, D), the output of each teacher layer (embeddings not included).
+        attentions: L tensors (B, heads, S, S), attention probabilities of each layer.
+        mlm_logits: (B, S, V) when the teacher has an MLM head (and it is enabled), else None.
+        nsp_logits: (B, 2) when the teacher has an NSP head (and it is enabled), else None.
+    """
+
+    embeddings: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...]
+    attentions: tuple[torch.Tensor, ...]
+    mlm_logits: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
+
+
+class Teacher(nn.Module):
+    """A frozen HF encoder (optionally with heads) and its tokenizer."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, has_mlm: bool, has_nsp: bool
+    ):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.has_mlm_head = has_mlm
+        self.has_nsp_head = has_nsp
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self._accepts_token_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
+
+    def train(self, mode: bool = True) -> Teacher:
+        # Frozen means frozen: a parent module's .train() must not turn the teacher's dropout on.
+        return super().train(False)
+
+    @property
+    def encoder(self) -> PreTrainedModel:
+        return self.model.base_model
+
+    @property
+    def config(self) -> transformers.PretrainedConfig:
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return (
+            self.config.num_hidden_layers
+            if hasattr(self.config, "num_hidden_layers")
+            else self.config.n_layers
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size if hasattr(self.config, "hidden_size") else self.config.dim
+
+    @property
+    def num_heads(self) -> int:
+        return (
+            self.config.num_attention_heads
+            if hasattr(self.config, "num_attention_heads")
+            else self.config.n_heads
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def describe(self) -> str:
+        heads = [
+            name for name, present in (("MLM", self.has_mlm_head), ("NSP", self.has_nsp_head)) if present
+        ]
+        params = sum(p.numel() for p in self.encoder.parameters())
+        return (
+            f"{type(self.model).__name__} '{self.config.name_or_path}': {self.num_layers} layers, "
+            f"{self.hidden_size} wide, {self.num_heads} heads, {params / 1e6:.1f}M encoder params, "
+            f"heads: {', '.join(heads) if heads else 'none'}"
+        )
+
+    @torch.no_grad()
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> TeacherOutput:
+        """(B, S) ids and mask (and segment ids where the architecture has them) -> ``TeacherOutput``."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._accepts_token_types and token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs, output_hidden_states=True, output_attentions=True, return_dict=True)
+        if not out.attentions or any(a is None for a in out.attentions):
+            raise RuntimeError(
+                f"teacher {self.config.name_or_path} returned no attention maps: it must be loaded with "
+                "attn_implementation='eager' (load_teacher does this)"
+            )
+        mlm_logits = nsp_logits = None
+        if self.has_mlm_head:
+            mlm_logits = out.prediction_logits if hasattr(out, "prediction_logits") else out.logits
+        if self.has_nsp_head:
+            nsp_logits = out.seq_relationship_logits
+        return TeacherOutput(
+            embeddings=out.hidden_states[0],
+            hidden_states=tuple(out.hidden_states[1:]),
+            attentions=tuple(out.attentions),
+            mlm_logits=mlm_logits,
+            nsp_logits=nsp_logits,
+        )
+
+    def embedding_weights(self) -> EmbeddingWeights:
+        """The teacher's embedding tables, to initialise a student's (AutoDistill §3.3.2)."""
+        emb = self.encoder.embeddings
+
+        def table(name: str) -> torch.Tensor | None:
+            module = getattr(emb, name, None)
+            return module.weight.detach().float().cpu() if isinstance(module, nn.Embedding) else None
+
+        norm = getattr(emb, "LayerNorm", None)
+        has_norm = isinstance(norm, nn.LayerNorm)
+        return EmbeddingWeights(
+            word=self.encoder.get_input_embeddings().weight.detach().float().cpu(),
+            position=table("position_embeddings"),
+            token_type=table("token_type_embeddings"),
+            norm_weight=norm.weight.detach().float().cpu() if has_norm else None,
+            norm_bias=norm.bias.detach().float().cpu() if has_norm else None,
+        )
+
+
+def _head_presence(model: PreTrainedModel, missing_keys: set[str]) -> tuple[bool, bool]:
+    """Which heads a loaded checkpoint really has: a head whose weights were missing is random."""
+    prefix = model.base_model_prefix + "."
+    head_params = [name for name, _ in model.named_parameters() if not name.startswith(prefix)]
+    nsp = [n for n in head_params if any(k in n for k in _NSP_KEYS)]
+    mlm = [n for n in head_params if n not in nsp]
+
+    def present(names: list[str]) -> bool:
+        return bool(names) and not any(n in missing_keys for n in names)
+
+    return present(mlm), present(nsp)
+
+
+def _load_with_heads(path: str, dtype: torch.dtype, revision: str | None) -> tuple[PreTrainedModel, set[str]]:
+    """Load with the richest head class the architecture maps to; report which keys were missing."""
+    last_error: Exception | None = None
+    for auto in (AutoModelForPreTraining, AutoModelForMaskedLM, AutoModel):
+        try:
+            model, info = auto.from_pretrained(
+                path, attn_implementation="eager", dtype=dtype, revision=revision, output_loading_info=True
+            )
+            return model, set(info["missing_keys"])
+        except ValueError as err:  # "Unrecognized configuration class ... for this kind of AutoModel"
+            last_error = err
+    raise ValueError(f"could not load teacher '{path}' with any Auto class: {last_error}")
+
+
+def load_teacher(cfg: TeacherConfig) -> Teacher:
+    """Load, freeze and describe a teacher.
+
+    Raises:
+        FileNotFoundError: a local/pkg path that does not exist.
+        ValueError: a head asked for (``mlm_head: true``/``nsp_head: true``) that the checkpoint lacks.
+    """
+    path = cfg.name_or_path
+    if path.startswith("pkg://") or path.startswith((".", "/", "~")):
+        local = resolve_path(path)
+        if not local.exists():
+            raise FileNotFoundError(f"teacher.name_or_path={path} -> {local} does not exist")
+        path = str(local)
+    # The per-key load report is noisy and alarming for a bare encoder ("MISSING ... newly initialized");
+    # we read the same facts from output_loading_info and say them once, plainly, below.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, missing = _load_with_heads(path, DTYPES[cfg.dtype], cfg.revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    has_mlm, has_nsp = _head_presence(model, missing)
+
+    for head, present, wanted in (("MLM", has_mlm, cfg.mlm_head), ("NSP", has_nsp, cfg.nsp_head)):
+        if wanted and not present:
+            raise ValueError(
+                f"teacher.{head.lower()}_head=true but '{cfg.name_or_path}' has no trained {head} head "
+                f"(its checkpoint lacks those weights). Use a teacher with one (e.g. bert-base-uncased) "
+                f"or set teacher.{head.lower()}_head=null to distil without it."
+            )
+    use_mlm = has_mlm and cfg.mlm_head is not False
+    use_nsp = has_nsp and cfg.nsp_head is not False
+    if not has_mlm and not has_nsp:
+        # A bare encoder: keep only it, so no randomly initialised head sits in memory.
+        model = model.base_model
+    teacher = Teacher(model, tokenizer, use_mlm, use_nsp)
+    absent = [h for h, present in (("MLM", has_mlm), ("NSP", has_nsp)) if not present]
+    if absent:
+        log.info(
+            "teacher %s has no %s head: losses that need %s are disabled",
+            cfg.name_or_path,
+            " / ".join(absent),
+            " / ".join(f"{h} logits" for h in absent),
+        )
+    return teacher

@@ -1,0 +1,151 @@
+"""Recipe `inspect`: build the teacher and a student, push real batches through both, report and save.
+
+    python run.py recipe=inspect student=mobilebert_baseline data.max_seq_len=128
+
+Reads top to bottom: teacher -> data -> student (embeddings initialised from the teacher) -> one
+forward of each on held-out batches -> sizes, FLOPs, forward time, MLM/NSP accuracy of the fresh
+student -> metrics.json + the initialised student in HF format under <run dir>/student/. It trains
+nothing; it is the quickest way to check that a teacher/student/data combination fits together
+before spending compute, and what `python run.py` runs until the distillation recipe lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from datamodules.pretraining import PretrainingDataModule
+from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
+from modules.teacher import load_teacher
+from recipes.common import write_metrics
+from recipes.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InspectConfig:
+    """Hydra schema of recipe=inspect."""
+
+    name: str = "inspect"
+    num_batches: int = 2  # held-out batches pushed through teacher and student
+    save_student: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_batches < 1:
+            raise ValueError(f"recipe.num_batches must be >= 1, got {self.num_batches}")
+
+
+def _timed_forward(fn, batch: dict) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn(batch)
+    return out, (time.perf_counter() - start) * 1000.0
+
+
+def run(cfg: RunConfig) -> dict[str, float]:
+    recipe: InspectConfig = cfg.recipe
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+
+    # Teacher: frozen, eval, eager attention.
+    teacher = load_teacher(cfg.teacher)
+    log.info("teacher: %s", teacher.describe())
+
+    # Data: tokenised with the teacher's tokenizer, cached; held-out batches only.
+    data = PretrainingDataModule(cfg.data, teacher.tokenizer)
+    data.setup("validate")
+    batches = [b for _, b in zip(range(recipe.num_batches), data.val_dataloader())]
+
+    # Student: built from the spec, embeddings copied from the teacher and resampled to its width.
+    config = cfg.student.to_hf_config(vocab_size=teacher.vocab_size)
+    student = StudentForPreTraining(config).eval()
+    if cfg.student.init_embeddings_from_teacher:
+        init_embeddings_from_teacher(
+            student.student, teacher.embedding_weights(), cfg.student.embedding_resample
+        )
+
+    # Forward both on the same batches: shapes must line up for layer-wise distillation. Timings are
+    # encoder against encoder with the attention maps both return in distillation, after one warm-up
+    # pass each (the first call pays for allocator and kernel set-up); heads are left out of them.
+    teacher_ms, student_ms, mlm_hits, mlm_total, nsp_hits, nsp_total = 0.0, 0.0, 0, 0, 0, 0
+    maps = {"output_hidden_states": True, "output_attentions": True}
+    with torch.no_grad():
+        warm = {k: batches[0][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        teacher(**warm), student.student(**warm, **maps)
+        for batch in batches:
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            t_out, ms = _timed_forward(lambda b: teacher(**b), inputs)
+            teacher_ms += ms
+            _, ms = _timed_forward(lambda b: student.student(**b, **maps), inputs)
+            student_ms += ms
+            s_out = student(**inputs, **maps)
+            masked = batch["labels"] != -100
+            mlm_hits += (s_out.mlm_logits.argmax(-1)[masked] == batch["labels"][masked]).sum().item()
+            mlm_total += masked.sum().item()
+            nsp_hits += (s_out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+            nsp_total += len(batch["next_sentence_label"])
+    seq_len = batches[0]["input_ids"].shape[1]
+
+    metrics = {
+        "teacher/params": sum(p.numel() for p in teacher.encoder.parameters()),
+        "teacher/layers": teacher.num_layers,
+        "teacher/hidden_size": teacher.hidden_size,
+        "teacher/forward_ms_per_batch": teacher_ms / len(batches),
+        "student/params": num_parameters(config),
+        "student/params_with_pretraining_heads": num_parameters(config, "pretraining"),
+        "student/blocks": config.num_blocks,
+        "student/flops_per_seq@128": flops(config, seq_len=128),
+        "student/forward_ms_per_batch": student_ms / len(batches),
+        "student/init_mlm_acc": mlm_hits / max(mlm_total, 1),
+        "student/init_nsp_acc": nsp_hits / max(nsp_total, 1),
+        "data/train_examples": len(data.train_data),
+        "data/val_examples": len(data.val_data),
+        "data/batch_seq_len": seq_len,
+    }
+    metrics["student/compression"] = metrics["teacher/params"] / metrics["student/params"]
+    _print_report(teacher, config, t_out, s_out.encoder, metrics)
+
+    if recipe.save_student:
+        student.save_pretrained(run_dir / "student")
+        teacher.tokenizer.save_pretrained(run_dir / "student")
+        log.info(
+            "initialised student saved to %s (AutoModel.from_pretrained after `import modules`)",
+            run_dir / "student",
+        )
+    return write_metrics(run_dir, metrics)
+
+
+def _print_report(teacher, config, t_out, s_enc, metrics: dict) -> None:
+    table = Table(title="teacher vs student (one held-out batch)")
+    for col in ("", "teacher", "student"):
+        table.add_column(col)
+    table.add_row(
+        "model", f"{type(teacher.model).__name__} ({teacher.config.name_or_path.split('/')[-1]})", config.name
+    )
+    table.add_row("layers / blocks", str(teacher.num_layers), str(config.num_blocks))
+    table.add_row(
+        "params (encoder)",
+        f"{metrics['teacher/params'] / 1e6:.2f}M",
+        f"{metrics['student/params'] / 1e6:.2f}M",
+    )
+    table.add_row(
+        "layer output", str(tuple(t_out.hidden_states[0].shape)), str(tuple(s_enc.block_outputs[0].shape))
+    )
+    table.add_row(
+        "attention maps", str(tuple(t_out.attentions[0].shape)), str(tuple(s_enc.attentions[0].shape))
+    )
+    table.add_row("heads (MLM/NSP)", f"{teacher.has_mlm_head}/{teacher.has_nsp_head}", "True/True")
+    table.add_row(
+        "encoder forward ms / batch",
+        f"{metrics['teacher/forward_ms_per_batch']:.0f}",
+        f"{metrics['student/forward_ms_per_batch']:.0f}",
+    )
+    table.add_row("GFLOPs / seq @128", "", f"{metrics['student/flops_per_seq@128'] / 1e9:.2f}")
+    Console().print(table)
