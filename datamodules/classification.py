@@ -11,7 +11,6 @@ naming the file, the line and the value before any training starts.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import dataclasses
 import hashlib
@@ -33,7 +32,7 @@ from omegaconf import MISSING
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.assets import DataError, file_fingerprint, resolve_path, tokenizer_identity
+from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path, tokenizer_identity
 
 log = logging.getLogger(__name__)
 
@@ -240,28 +239,6 @@ def infer_format(path: str, fmt: str | None, field_name: str = "path") -> str:
             f"(known: {sorted(SUFFIX_FORMATS)}); set task.format to one of {list(FORMATS)}"
         )
     return SUFFIX_FORMATS[suffix]
-
-
-def decode_utf8(path: Path) -> str:
-    """A file's text, strictly UTF-8 (a leading BOM, as Excel writes, is dropped).
-
-    Raises:
-        DataError: the file is empty or has bytes that are not UTF-8 (names the byte offset and line).
-    """
-    raw = path.read_bytes()
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = raw[skip:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        offset = skip + err.start
-        line = raw[:offset].count(b"\n") + 1
-        raise DataError(
-            f"{path}: not UTF-8 at byte offset {offset} (line {line}): {raw[offset : offset + 4]!r}; "
-            "re-save the file as UTF-8"
-        ) from err
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
-    return text
 
 
 def read_examples(path: Path, fmt: str, text_columns: list[str], label_column: str) -> list[RawExample]:

@@ -373,10 +373,15 @@ class StepBatches(Dataset):
 
 
 class StepSampler(Sampler[int]):
-    """Yields global step numbers; Lightning calls ``set_epoch`` so epoch e yields e*len .. (e+1)*len - 1."""
+    """Yields global step numbers; Lightning calls ``set_epoch`` so epoch e yields e*len .. (e+1)*len - 1.
 
-    def __init__(self, steps_per_epoch: int):
-        self.steps_per_epoch, self.epoch = steps_per_epoch, 0
+    ``start_step`` is where a resumed run picks up: Lightning restores the global step before it asks
+    for the dataloader, but it does not fast-forward a map-style loader, so the sampler skips the
+    steps already trained (a resumed epoch is shorter, and the next one is whole again).
+    """
+
+    def __init__(self, steps_per_epoch: int, start_step: int = 0):
+        self.steps_per_epoch, self.start_step, self.epoch = steps_per_epoch, start_step, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -386,7 +391,7 @@ class StepSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         start = self.epoch * self.steps_per_epoch
-        return iter(range(start, start + self.steps_per_epoch))
+        return iter(range(max(start, self.start_step), start + self.steps_per_epoch))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,6 +429,8 @@ class PretrainingDataModule(L.LightningDataModule):
         path = resolve_path(self.cfg.source)
         if not path.exists():
             raise FileNotFoundError(f"data.source: file {path} does not exist (from '{self.cfg.source}')")
+        if path.is_dir():
+            raise DataError(f"data.source: {path} is a directory, expected a text file")
         return file_fingerprint(path)
 
     def cache_key(self) -> str:
@@ -479,6 +486,18 @@ class PretrainingDataModule(L.LightningDataModule):
         self._load_or_build()
 
     def setup(self, stage: str | None = None) -> None:
+        trainer = self.trainer
+        # Each item is already this rank's share of a step; a DistributedSampler on top would make every
+        # rank skip most steps. Lightning adds one unless told not to.
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and trainer._accelerator_connector.use_distributed_sampler
+        ):
+            raise RuntimeError(
+                "PretrainingDataModule shards batches by rank itself: build the Trainer with "
+                "use_distributed_sampler=False (recipes/distill.py does)"
+            )
         if self.train_data is None:
             self.train_data, self.val_data = self._load_or_build()
 
@@ -509,10 +528,13 @@ class PretrainingDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         batches = self.train_batches()
+        trainer = self.trainer
+        # Batches already consumed: optimizer steps x accumulation (checkpoints sit on step boundaries).
+        done = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
         return DataLoader(
             batches,
             batch_size=None,  # items are whole batches
-            sampler=StepSampler(len(batches)),
+            sampler=StepSampler(len(batches), start_step=done),
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )

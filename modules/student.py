@@ -516,6 +516,7 @@ class StudentModel(StudentPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        upto_block: int | None = None,
         **kwargs: Any,
     ) -> StudentOutput:
         """
@@ -525,6 +526,9 @@ class StudentModel(StudentPreTrainedModel):
             token_type_ids: (B, S) segment ids; zeros when None.
             output_hidden_states: also return every block's output.
             output_attentions: also return attention probabilities (uses the explicit softmax path).
+            upto_block: run only the first ``upto_block`` blocks (progressive transfer trains block k
+                and needs nothing above it); ``last_hidden_state`` is then block k's output and the
+                pooler is skipped (``pooler_output`` None).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -536,15 +540,16 @@ class StudentModel(StudentPreTrainedModel):
         mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
 
         block_outputs, attentions = [], []
-        for k, block in enumerate(self.blocks):
+        num_run = len(self.blocks) if upto_block is None else upto_block
+        for k, block in enumerate(self.blocks[:num_run]):
+            if k > 0:
+                x = self.transitions[k - 1](x)
             x, probs = block(x, mask, output_attentions)
             if output_hidden_states:
                 block_outputs.append(x)
             if output_attentions:
                 attentions.append(probs)
-            if k < len(self.transitions):
-                x = self.transitions[k](x)
-        pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H_last)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if num_run == len(self.blocks) else None  # (B, H_last)
         return StudentOutput(
             last_hidden_state=x,
             pooler_output=pooled,

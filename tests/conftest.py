@@ -72,14 +72,16 @@ def tiny_bare_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: B
 
 @pytest.fixture(scope="session")
 def pairs_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """400 `statement<TAB>reply` lines of random words."""
+    """400 `statement<TAB>reply` lines. Each line has a topic (one of four word groups) shared by its
+    statement and reply, so next-sentence prediction is learnable: a random reply is usually off-topic."""
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("corpus") / "pairs.txt"
-    lines = [
-        " ".join(rng.choices(WORDS, k=rng.randint(3, 9)))
-        + "\t"
-        + " ".join(rng.choices(WORDS, k=rng.randint(2, 7)))
-        for _ in range(400)
-    ]
+    topics = [WORDS[i::4] for i in range(4)]
+    lines = []
+    for _ in range(400):
+        topic = rng.choice(topics)
+        first = " ".join(rng.choices(topic, k=rng.randint(3, 9)))
+        second = " ".join(rng.choices(topic, k=rng.randint(2, 7)))
+        lines.append(f"{first}\t{second}")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,0 +1,190 @@
+"""Distillation losses (AutoDistill §3.3): small functions with named teacher/student arguments.
+
+Each is tested against a naive loop written in the test. Padding never contributes: every loss
+takes the (B, S) attention mask and normalises by the number of real positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-12
+LAYER_MAPS = ("uniform", "last", "explicit")
+
+
+def match_heads(
+    teacher_probs: torch.Tensor, student_probs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring teacher and student attention maps to a common head count.
+
+    Averaging the maps of a group of heads gives a mixture of their distributions, which is still a
+    distribution over keys, so KL stays well defined:
+    - equal counts: unchanged;
+    - one count divides the other: the larger side's heads are averaged in consecutive groups
+      (teacher heads 4g..4g+3 -> target of student head g for 12 -> 3);
+    - otherwise: both sides are averaged over all heads (one map each).
+
+    Args:
+        teacher_probs: (B, Ht, S, S); student_probs: (B, Hs, S, S).
+    Returns:
+        both as (B, H, S, S) with the same H.
+    """
+    ht, hs = teacher_probs.shape[1], student_probs.shape[1]
+    if ht == hs:
+        return teacher_probs, student_probs
+
+    def group_mean(x: torch.Tensor, groups: int) -> torch.Tensor:
+        b, h, s, _ = x.shape
+        return x.view(b, groups, h // groups, s, s).mean(dim=2)
+
+    if ht % hs == 0:
+        return group_mean(teacher_probs, hs), student_probs
+    if hs % ht == 0:
+        return teacher_probs, group_mean(student_probs, ht)
+    return teacher_probs.mean(dim=1, keepdim=True), student_probs.mean(dim=1, keepdim=True)
+
+
+def attention_transfer_loss(
+    teacher_probs: torch.Tensor, student_probs: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 1: L_MHA = 1/(S·H) Σ_s Σ_h KL(a_T,s,h || a_S,s,h).
+
+    S counts the real (non-padded) query positions of the whole batch; keys that are padding carry
+    zero probability on both sides and are excluded from the KL sum.
+
+    Args:
+        teacher_probs: (B, Ht, S, S) attention probabilities of the mapped teacher layer.
+        student_probs: (B, Hs, S, S) of the student block.
+        attention_mask: (B, S) 1 for real tokens.
+    Returns:
+        scalar loss.
+    """
+    t, s = match_heads(teacher_probs.float(), student_probs.float())
+    keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+    # KL(p || q) = Σ_k p log p - p log q; xlogy gives 0 for p = 0 (padded keys).
+    kl = (torch.xlogy(t, t) - t * torch.log(s.clamp_min(EPS))).masked_fill(~keys, 0.0).sum(-1)  # (B, H, S)
+    queries = attention_mask[:, None, :].to(kl.dtype)  # (B, 1, S)
+    return (kl * queries).sum() / (queries.sum() * kl.shape[1])
+
+
+def feature_map_loss(
+    teacher_hidden: torch.Tensor, student_hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 2: L_FM = 1/(S·N) Σ_s Σ_n (f_T − f_S)^2 over real positions.
+
+    Args:
+        teacher_hidden: (B, S, N) the mapped teacher layer's output.
+        student_hidden: (B, S, N) the student block's output, already projected to the teacher width.
+        attention_mask: (B, S).
+    """
+    mask = attention_mask[..., None].to(torch.float32)  # (B, S, 1)
+    sq = (teacher_hidden.float() - student_hidden.float()).pow(2) * mask
+    return sq.sum() / (mask.sum() * teacher_hidden.shape[-1])
+
+
+def mlm_kd_loss(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    temperature: float = 1.0,
+    teacher_topk_indices: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Temperature-scaled KL(softmax(t/T) || softmax(s/T)) · T², averaged over the given positions.
+
+    Args:
+        teacher_logits: (M, V) at the M masked positions, or (M, k) top-k values when
+            ``teacher_topk_indices`` (M, k) is given: then the teacher distribution is its top-k
+            renormalised and the student's log-probabilities (over the full vocabulary) are read there.
+        student_logits: (M, V).
+    """
+    if teacher_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    t = teacher_logits.float() / temperature
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (M, V)
+    if teacher_topk_indices is not None:
+        log_q = log_q.gather(-1, teacher_topk_indices)  # (M, k)
+    log_p = F.log_softmax(t, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (M,)
+    return kl.mean() * temperature**2
+
+
+@dataclass
+class PretrainingLoss:
+    """L_D = α·L_MLM + (1−α)·L_MLM-KD + L_NSP, with each term kept for logging (None when disabled)."""
+
+    total: torch.Tensor
+    mlm: torch.Tensor
+    mlm_kd: torch.Tensor | None
+    nsp: torch.Tensor | None
+
+
+def pretraining_distillation_loss(
+    student_mlm_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    teacher_mlm_logits: torch.Tensor | None = None,
+    teacher_topk_indices: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    student_nsp_logits: torch.Tensor | None = None,
+    next_sentence_label: torch.Tensor | None = None,
+) -> PretrainingLoss:
+    """Eq. 3. Without teacher MLM logits the KD term is off and α is effectively 1; without NSP logits
+    or labels the NSP term is off.
+
+    Args:
+        student_mlm_logits: (M, V) at the masked positions.
+        labels: (M,) the original token ids there.
+        teacher_mlm_logits: (M, V), or (M, k) top-k values with ``teacher_topk_indices``.
+        student_nsp_logits: (B, 2); next_sentence_label: (B,).
+    """
+    mlm = (
+        F.cross_entropy(student_mlm_logits.float(), labels)
+        if labels.numel()
+        else student_mlm_logits.sum() * 0.0
+    )
+    if teacher_mlm_logits is None:
+        mlm_kd, total = None, mlm
+    else:
+        mlm_kd = mlm_kd_loss(teacher_mlm_logits, student_mlm_logits, temperature, teacher_topk_indices)
+        total = alpha * mlm + (1.0 - alpha) * mlm_kd
+    nsp = None
+    if student_nsp_logits is not None and next_sentence_label is not None:
+        nsp = F.cross_entropy(student_nsp_logits.float(), next_sentence_label)
+        total = total + nsp
+    return PretrainingLoss(total=total, mlm=mlm, mlm_kd=mlm_kd, nsp=nsp)
+
+
+def layer_map(
+    num_student: int, num_teacher: int, strategy: str = "uniform", explicit: list[int] | None = None
+) -> list[int]:
+    """Which teacher layer (0-based) each student block learns from.
+
+    - uniform: block k (1-based) <- teacher layer ceil(k · L_T / L_S) (TinyBERT's g(m) = m·N/M, rounded up
+      where it is not whole), so the last block always maps to the last layer; a deeper student repeats layers.
+    - last: the last L_S teacher layers (block k <- L_T − L_S + k); needs L_S <= L_T.
+    - explicit: the given list (0-based teacher layer per block).
+    """
+    if strategy == "uniform":
+        return [-(-k * num_teacher // num_student) - 1 for k in range(1, num_student + 1)]
+    if strategy == "last":
+        if num_student > num_teacher:
+            raise ValueError(
+                f"recipe.layer_map=last needs no more student blocks ({num_student}) than teacher layers "
+                f"({num_teacher}); use uniform or an explicit list"
+            )
+        return list(range(num_teacher - num_student, num_teacher))
+    if strategy == "explicit":
+        if explicit is None or len(explicit) != num_student:
+            raise ValueError(
+                f"recipe.layer_map=explicit needs recipe.layer_map_list with one teacher layer per student block "
+                f"({num_student}), got {explicit}"
+            )
+        bad = [i for i in explicit if not 0 <= i < num_teacher]
+        if bad:
+            raise ValueError(
+                f"recipe.layer_map_list has layers {bad} outside the teacher's 0..{num_teacher - 1}"
+            )
+        return list(explicit)
+    raise ValueError(f"recipe.layer_map must be one of {LAYER_MAPS}, got {strategy!r}")

@@ -1,0 +1,218 @@
+"""Recipes `flash_distill` and `regular_distill`: the same code, two step budgets (AutoDistill §3.3).
+
+    python run.py recipe=flash_distill                 # 5% of the regular budget: rank candidates
+    python run.py recipe=regular_distill               # the full budget: train the winners
+    python run.py recipe=flash_distill experiment=autodistill_paper   # 24 blocks, 37k steps, on GPUs
+
+Reads top to bottom: teacher -> data -> student (embeddings from the teacher) -> layer map and
+schedule (K progressive block stages, then pre-training distillation, at progressive_ratio) ->
+LightningModule with the loss mix -> callbacks (progressive freezing, checkpoints) -> Trainer
+(resumes from <run dir>/checkpoints/last.ckpt when it exists) -> metrics.json + student in HF format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from callbacks.progressive import ProgressiveTransfer, progressive_schedule
+from datamodules.pretraining import PretrainingDataModule
+from modules.distillation import DistillationModule, LossWeights
+from modules.losses import LAYER_MAPS, layer_map
+from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
+from modules.teacher import load_teacher
+from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
+from recipes.common import build_logger, build_trainer, write_metrics
+from recipes.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+# Expected here, and misleading: the teacher and frozen blocks are in eval mode on purpose, and the
+# step sampler does resume mid-epoch exactly (tests/test_distill.py), which Lightning cannot see.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+
+BUDGETS = ("flash", "regular")
+
+
+@dataclass
+class DistillConfig:
+    """Hydra schema of recipe=flash_distill / recipe=regular_distill."""
+
+    name: str = "flash_distill"
+    budget: str = "flash"  # flash | regular
+    regular_steps: int = 4000  # optimizer steps of a regular run (progressive + pre-training)
+    flash_fraction: float = 0.05  # flash = 5% of regular (paper: 37k of 740k)
+    progressive_ratio: float = 0.48  # progressive : pre-training steps (paper: 12k : 25k)
+    layer_map: str = "uniform"  # uniform | last | explicit
+    layer_map_list: list[int] | None = None
+    losses: LossWeights = field(default_factory=LossWeights)
+    mlm_kd_topk: int | None = None  # distil the teacher's top-k MLM distribution (smaller cache)
+    optimizer: Any = field(
+        default_factory=lambda: {
+            "_target_": "torch.optim.AdamW",
+            "_partial_": True,
+            "lr": 5e-4,
+            "weight_decay": 0.01,
+        }
+    )
+    warmup_fraction: float = 0.02  # of each stage (paper: 500 of 25k pre-training steps)
+    val_every_n_steps: int | None = None  # null: validate once, at the end
+    validate_before_training: bool = False  # also validate the fresh student (val_start/* metrics)
+    checkpoint_every_n_steps: int = 100
+    resume: bool = True  # continue from <run dir>/checkpoints/last.ckpt when it exists
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
+    save_student: bool = True
+
+    def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"recipe.budget must be one of {BUDGETS}, got {self.budget!r}")
+        if self.regular_steps <= 0:
+            raise ValueError(f"recipe.regular_steps must be positive, got {self.regular_steps}")
+        if not 0 < self.flash_fraction <= 1:
+            raise ValueError(f"recipe.flash_fraction must be in (0, 1], got {self.flash_fraction}")
+        if self.progressive_ratio < 0:
+            raise ValueError(f"recipe.progressive_ratio must be >= 0, got {self.progressive_ratio}")
+        if self.layer_map not in LAYER_MAPS:
+            raise ValueError(f"recipe.layer_map must be one of {LAYER_MAPS}, got {self.layer_map!r}")
+        if not 0 <= self.losses.alpha <= 1:
+            raise ValueError(f"recipe.losses.alpha must be in [0, 1], got {self.losses.alpha}")
+        if self.losses.temperature <= 0:
+            raise ValueError(f"recipe.losses.temperature must be > 0, got {self.losses.temperature}")
+        if self.mlm_kd_topk is not None and self.mlm_kd_topk < 1:
+            raise ValueError(f"recipe.mlm_kd_topk must be >= 1 or null, got {self.mlm_kd_topk}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"recipe.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    @property
+    def total_steps(self) -> int:
+        if self.budget == "regular":
+            return self.regular_steps
+        return max(1, round(self.regular_steps * self.flash_fraction))
+
+
+def run(cfg: RunConfig) -> dict[str, float]:
+    recipe: DistillConfig = cfg.recipe
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    started = time.perf_counter()
+
+    # Teacher: frozen, eval, eager attention. Without an MLM head the KD term of L_D is off (α -> 1).
+    teacher = load_teacher(cfg.teacher)
+    log.info("teacher: %s", teacher.describe())
+    if not teacher.has_mlm_head:
+        log.info("L_MLM-KD disabled (the teacher has no MLM head): L_D = L_MLM + L_NSP")
+
+    # Data: MLM + NSP batches, a pure function of (seed, step).
+    data = PretrainingDataModule(cfg.data, teacher.tokenizer)
+
+    # Student: embeddings copied from the teacher, resampled to the student's width.
+    student = StudentForPreTraining(cfg.student.to_hf_config(vocab_size=teacher.vocab_size))
+    if cfg.student.init_embeddings_from_teacher:
+        init_embeddings_from_teacher(
+            student.student, teacher.embedding_weights(), cfg.student.embedding_resample
+        )
+    config = student.config
+
+    # Which teacher layer each block learns from, and the stage schedule.
+    teacher_layers = layer_map(config.num_blocks, teacher.num_layers, recipe.layer_map, recipe.layer_map_list)
+    schedule = progressive_schedule(config.num_blocks, recipe.total_steps, recipe.progressive_ratio)
+    log.info(
+        "student %s (%.2fM params) <- teacher layers %s; %d steps: %d per block, %d pre-training",
+        config.name, num_parameters(config) / 1e6, teacher_layers, recipe.total_steps, schedule[0].steps, schedule[-1].steps,
+    )  # fmt: skip
+
+    # Teacher-output cache, shared by every student trained on the same teacher + data + seed.
+    cache = None
+    if recipe.teacher_cache.mode != "disabled":
+        data.prepare_data()
+        key = "-".join(
+            [teacher_fingerprint(teacher), data.cache_key(), f"s{cfg.data.seed}", f"b{cfg.data.batch_size}",
+             f"w{cfg.trainer.devices}x{cfg.trainer.num_nodes}", f"k{recipe.mlm_kd_topk}", recipe.teacher_cache.dtype]
+        )  # fmt: skip
+        cache = TeacherCache(recipe.teacher_cache, key)
+
+    module = DistillationModule(
+        student=student,
+        teacher=teacher,
+        teacher_layers=teacher_layers,
+        schedule=schedule,
+        weights=recipe.losses,
+        optimizer=instantiate(recipe.optimizer),
+        warmup_fraction=recipe.warmup_fraction,
+        seed=cfg.seed,
+        teacher_cache=cache,
+        mlm_kd_topk=recipe.mlm_kd_topk,
+    )
+
+    # Callbacks: progressive freezing, a resumable last.ckpt, a progress bar.
+    checkpoint_dir = run_dir / "checkpoints"
+    callbacks = [
+        ProgressiveTransfer(),
+        # Only last.ckpt: distillation has no validation metric worth ranking checkpoints by mid-run.
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=recipe.checkpoint_every_n_steps,
+        ),
+    ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    trainer = build_trainer(
+        cfg.trainer,
+        str(run_dir),
+        build_logger(cfg.logger, str(run_dir)),
+        callbacks,
+        max_steps=recipe.total_steps,
+        val_check_interval=recipe.val_every_n_steps or None,
+        check_val_every_n_epoch=None if recipe.val_every_n_steps else cfg.trainer.check_val_every_n_epoch,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the data module shards each step's batch by rank itself
+        # Progressive stages leave every other block (and the heads) without gradients: plain DDP treats
+        # that as an error, so let its reducer mark unused parameters as ready.
+        strategy="ddp_find_unused_parameters_true" if cfg.trainer.strategy == "ddp" else cfg.trainer.strategy,
+    )
+    last = checkpoint_dir / "last.ckpt"
+    resume_from = str(last) if recipe.resume and last.exists() else None
+    start_metrics = {}
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    elif recipe.validate_before_training:
+        trainer.validate(module, datamodule=data, verbose=False)
+        start_metrics = {
+            k.replace("val/", "val_start/"): float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("val/")
+        }
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    if not recipe.val_every_n_steps or trainer.global_step % recipe.val_every_n_steps:
+        trainer.validate(module, datamodule=data, verbose=False)
+
+    # Results: every validation term, sizes, wall time; the student in HF format.
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics.update(start_metrics)
+    metrics.update(
+        {
+            "params": num_parameters(config),
+            "params_with_heads": num_parameters(config, "pretraining"),
+            "flops_per_seq@128": flops(config, seq_len=128),
+            "steps": trainer.global_step,
+            "wall_time_s": time.perf_counter() - started,
+        }
+    )
+    if cache is not None:
+        metrics["teacher_cache/hits"] = cache.hits
+        metrics["teacher_cache/misses"] = cache.misses
+    if recipe.save_student and trainer.is_global_zero:
+        student.save_pretrained(run_dir / "student")
+        teacher.tokenizer.save_pretrained(run_dir / "student")
+    return write_metrics(run_dir, metrics)

@@ -1,0 +1,177 @@
+"""Each distillation loss against a naive loop written here, plus zero-at-equality and masking checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from modules.losses import (
+    attention_transfer_loss,
+    feature_map_loss,
+    layer_map,
+    match_heads,
+    mlm_kd_loss,
+    pretraining_distillation_loss,
+)
+
+
+def random_probs(b: int, h: int, s: int, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """Attention-like maps: softmax over real keys, zero on padded keys."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(b, h, s, s, generator=gen)
+    scores = scores.masked_fill(~mask[:, None, None, :].bool(), float("-inf"))
+    return scores.softmax(-1)
+
+
+def make_mask(b: int = 3, s: int = 7) -> torch.Tensor:
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 3:] = 0
+    return mask
+
+
+def naive_attention_kl(t: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> float:
+    """1/(S·H) Σ over real query rows s, heads h, real keys k of p log(p/q); S = real positions in the batch."""
+    total, positions = 0.0, 0
+    B, H, S, _ = t.shape
+    for b in range(B):
+        for q in range(S):
+            if not mask[b, q]:
+                continue
+            positions += 1
+            for h in range(H):
+                for k in range(S):
+                    if not mask[b, k]:
+                        continue
+                    p, r = t[b, h, q, k].item(), s[b, h, q, k].item()
+                    if p > 0:
+                        total += p * math.log(p / r)
+    return total / (positions * H)
+
+
+def test_attention_kl_matches_naive_loop() -> None:
+    mask = make_mask()
+    t, s = random_probs(3, 2, 7, mask, 0), random_probs(3, 2, 7, mask, 1)
+    assert attention_transfer_loss(t, s, mask).item() == pytest.approx(
+        naive_attention_kl(t, s, mask), rel=1e-5
+    )
+
+
+def test_attention_kl_is_zero_for_equal_maps_and_ignores_padded_queries() -> None:
+    mask = make_mask()
+    t = random_probs(3, 4, 7, mask, 0)
+    assert attention_transfer_loss(t, t.clone(), mask).item() == pytest.approx(0.0, abs=1e-7)
+    s = t.clone()
+    s[2, :, 4] = torch.rand(4, 7)  # garbage in a padded query row (example 2 has 3 real tokens)
+    assert attention_transfer_loss(t, s, mask).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_head_mismatch_groups_teacher_heads() -> None:
+    mask = make_mask()
+    t, s = random_probs(3, 12, 7, mask, 0), random_probs(3, 3, 7, mask, 1)
+    t_matched, s_matched = match_heads(t, s)
+    assert t_matched.shape == s.shape and s_matched is s
+    torch.testing.assert_close(t_matched[:, 1], t[:, 4:8].mean(1))
+    torch.testing.assert_close(t_matched.sum(-1), torch.ones(3, 3, 7))  # group means are still distributions
+    expected = naive_attention_kl(t_matched, s, mask)
+    assert attention_transfer_loss(t, s, mask).item() == pytest.approx(expected, rel=1e-5)
+    # a student whose head g is exactly the mean of teacher heads 4g..4g+3 has zero loss
+    assert attention_transfer_loss(t, t_matched, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_head_mismatch_other_cases() -> None:
+    mask = make_mask()
+    t, s = random_probs(3, 2, 7, mask, 0), random_probs(3, 8, 7, mask, 1)
+    tm, sm = match_heads(t, s)  # student heads grouped to the teacher's 2
+    assert tm is t and sm.shape == t.shape
+    torch.testing.assert_close(sm[:, 0], s[:, :4].mean(1))
+    t, s = random_probs(3, 12, 7, mask, 0), random_probs(3, 5, 7, mask, 1)
+    tm, sm = match_heads(t, s)  # coprime: head-averaged maps
+    assert tm.shape == sm.shape == (3, 1, 7, 7)
+
+
+def test_feature_map_loss_matches_naive_loop() -> None:
+    mask = make_mask()
+    gen = torch.Generator().manual_seed(0)
+    t, s = torch.randn(3, 7, 5, generator=gen), torch.randn(3, 7, 5, generator=gen)
+    total, positions = 0.0, 0
+    for b in range(3):
+        for q in range(7):
+            if mask[b, q]:
+                positions += 1
+                total += sum((t[b, q, n] - s[b, q, n]).item() ** 2 for n in range(5))
+    assert feature_map_loss(t, s, mask).item() == pytest.approx(total / (positions * 5), rel=1e-5)
+    assert feature_map_loss(t, t.clone(), mask).item() == 0.0
+    s2 = t.clone()
+    s2[1, 6] += 100.0  # a padded position
+    assert feature_map_loss(t, s2, mask).item() == 0.0
+
+
+def naive_kd(t: torch.Tensor, s: torch.Tensor, temperature: float) -> float:
+    total = 0.0
+    for m in range(t.shape[0]):
+        zt = [math.exp(x / temperature) for x in t[m].tolist()]
+        zs = [math.exp(x / temperature) for x in s[m].tolist()]
+        p = [z / sum(zt) for z in zt]
+        q = [z / sum(zs) for z in zs]
+        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return total / t.shape[0] * temperature**2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_mlm_kd_matches_naive(temperature: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    t, s = torch.randn(4, 9, generator=gen), torch.randn(4, 9, generator=gen)
+    assert mlm_kd_loss(t, s, temperature).item() == pytest.approx(naive_kd(t, s, temperature), rel=1e-5)
+    assert mlm_kd_loss(t, t.clone(), temperature).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mlm_kd_top_k_is_kl_on_the_teachers_top_k() -> None:
+    gen = torch.Generator().manual_seed(0)
+    t, s = torch.randn(4, 9, generator=gen), torch.randn(4, 9, generator=gen)
+    values, indices = t.topk(3, dim=-1)
+    expected = 0.0
+    log_q = torch.log_softmax(s, -1)
+    for m in range(4):
+        p = torch.softmax(values[m], -1)
+        expected += sum(
+            p[j].item() * (math.log(p[j].item()) - log_q[m, indices[m, j]].item()) for j in range(3)
+        )
+    assert mlm_kd_loss(values, s, 1.0, indices).item() == pytest.approx(expected / 4, rel=1e-5)
+    # k = V equals the full KL
+    v_all, i_all = t.topk(9, dim=-1)
+    assert mlm_kd_loss(v_all, s, 1.0, i_all).item() == pytest.approx(mlm_kd_loss(t, s).item(), rel=1e-5)
+
+
+def test_pretraining_loss_mix() -> None:
+    gen = torch.Generator().manual_seed(0)
+    s_logits, t_logits = torch.randn(6, 11, generator=gen), torch.randn(6, 11, generator=gen)
+    labels = torch.randint(11, (6,), generator=gen)
+    nsp_logits, nsp_labels = torch.randn(2, 2, generator=gen), torch.tensor([0, 1])
+    out = pretraining_distillation_loss(s_logits, labels, 0.3, t_logits, None, 2.0, nsp_logits, nsp_labels)
+    ce = torch.nn.functional.cross_entropy
+    expected = (
+        0.3 * ce(s_logits, labels) + 0.7 * naive_kd(t_logits, s_logits, 2.0) + ce(nsp_logits, nsp_labels)
+    )
+    assert out.total.item() == pytest.approx(expected.item(), rel=1e-5)
+    # no teacher MLM head: alpha is effectively 1
+    no_kd = pretraining_distillation_loss(s_logits, labels, 0.3)
+    assert no_kd.mlm_kd is None and no_kd.nsp is None
+    assert no_kd.total.item() == pytest.approx(ce(s_logits, labels).item(), rel=1e-6)
+
+
+def test_layer_maps() -> None:
+    assert layer_map(4, 6) == [1, 2, 4, 5]  # ceil(k*6/4) - 1
+    assert layer_map(3, 6) == [1, 3, 5]
+    assert layer_map(24, 24) == list(range(24))
+    assert layer_map(8, 4) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert layer_map(2, 6, "last") == [4, 5]
+    assert layer_map(2, 6, "explicit", [0, 5]) == [0, 5]
+    with pytest.raises(ValueError, match="layer_map=last"):
+        layer_map(8, 6, "last")
+    with pytest.raises(ValueError, match="outside the teacher"):
+        layer_map(2, 6, "explicit", [0, 6])
+    with pytest.raises(ValueError, match="one teacher layer per student block"):
+        layer_map(2, 6, "explicit", [0])
