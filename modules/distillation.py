@@ -22,7 +22,7 @@ from callbacks.progressive import PRETRAINING, Stage, stage_at
 from modules.losses import attention_transfer_loss, feature_map_loss, pretraining_distillation_loss
 from modules.student import StudentForPreTraining
 from modules.teacher import Teacher
-from modules.teacher_cache import CACHE_DTYPES, TeacherCache, pack, unpack
+from modules.teacher_cache import CACHE_DTYPES, TeacherCache, lean_targets, pack, unpack
 
 
 @dataclass
@@ -55,8 +55,9 @@ def lr_lambda(step: int, schedule: list[Stage], warmup_fraction: float) -> float
     return max(0.0, (stage.end - step) / max(1, stage.end - stage.start - warmup))
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}/{step}".encode(), digest_size=8).digest(), "little") >> 1
+def _step_seed(*parts: int) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class DistillationModule(L.LightningModule):
@@ -72,6 +73,7 @@ class DistillationModule(L.LightningModule):
         seed: int,
         teacher_cache: TeacherCache | None = None,
         mlm_kd_topk: int | None = None,
+        config_hash: str = "",
     ):
         super().__init__()
         self.student = student
@@ -85,6 +87,7 @@ class DistillationModule(L.LightningModule):
         self.seed = seed
         self.cache = teacher_cache
         self.mlm_kd_topk = mlm_kd_topk
+        self.config_hash = config_hash
         # Teacher outputs go through the cache's dtype whether they come from the cache or not, so a
         # cold and a warm run are identical (float32: identical to no cache at all).
         self.target_dtype = (
@@ -99,14 +102,18 @@ class DistillationModule(L.LightningModule):
     # -- teacher targets -----------------------------------------------------------------------
 
     def teacher_targets(self, batch: dict, step_id: str) -> dict:
-        """Teacher hidden states (L, B, S, D), attentions (L, B, H, S, S) and masked MLM logits, float32."""
+        """Teacher hidden states and attentions per layer (indexable by layer) and masked MLM logits."""
+        masked = batch["labels"] != -100
+        if self.cache is None or not self.cache.enabled:
+            # No copy of the teacher's tensors: the losses index the layers they need from its tuples.
+            out = self.teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            return lean_targets(out, masked, self.mlm_kd_topk)
         step_id = f"{step_id}/rank{self.global_rank}"  # each rank holds its own share of step t
-        entry = self.cache.get(step_id) if self.cache is not None and self.cache.enabled else None
+        entry = self.cache.get(step_id)
         if entry is None:
             out = self.teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            entry = pack(out, batch["labels"] != -100, self.mlm_kd_topk, self.target_dtype)
-            if self.cache is not None and self.cache.enabled:
-                self.cache.put(step_id, {k: v.cpu() for k, v in entry.items()})
+            entry = pack(out, masked, self.mlm_kd_topk, self.target_dtype)
+            self.cache.put(step_id, {k: v.cpu() for k, v in entry.items()})
         return unpack(entry, self.device)
 
     # -- losses --------------------------------------------------------------------------------
@@ -163,9 +170,8 @@ class DistillationModule(L.LightningModule):
             losses["mha"] = torch.stack([p[0] for p in pairs]).mean()
             losses["fm"] = torch.stack([p[1] for p in pairs]).mean()
             if self.training:
-                losses["loss"] = losses["loss"] + w.layerwise_in_pretraining * (
-                    losses["mha"] + losses["fm"]
-                ) * len(pairs)
+                layerwise = sum(w.attention * mha + w.feature * fm for mha, fm in pairs)
+                losses["loss"] = losses["loss"] + w.layerwise_in_pretraining * layerwise
         losses["mlm_acc"] = (mlm_logits.argmax(-1) == batch["labels"][masked]).float().mean()
         losses["nsp_acc"] = (nsp_logits.argmax(-1) == batch["next_sentence_label"]).float().mean()
         return losses
@@ -174,8 +180,9 @@ class DistillationModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = self.global_step
-        # Dropout masks from a per-step seed: a resumed run draws exactly what an uninterrupted one did.
-        torch.manual_seed(_step_seed(self.seed, step))
+        # Dropout masks from a seed per (step, rank, micro-batch): a resumed run draws exactly what an
+        # uninterrupted one did, and ranks / accumulated micro-batches still draw different masks.
+        torch.manual_seed(_step_seed(self.seed, step, self.global_rank, batch_idx))
         stage = stage_at(self.schedule, step)
         losses = self.compute_losses(batch, stage, f"train/{int(batch['step'])}")
         prefix = "train/" + ("block" if stage.block is not None else "pretrain")
@@ -189,16 +196,24 @@ class DistillationModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         losses = self.compute_losses(batch, self.schedule[-1], f"val/{batch_idx}")
-        self.log_dict(
-            {f"val/{k}": v for k, v in losses.items() if v is not None},
-            on_epoch=True,
-            batch_size=int(batch["input_ids"].shape[0]),
-            prog_bar=False,
-        )
+        # Token-level terms average over masked tokens, the rest over sequences; sync_dist reduces
+        # every rank's shard so val/* describes the whole validation set under DDP.
+        per_token = {"mlm", "mlm_acc", "mlm_kd"}
+        sizes = {True: int((batch["labels"] != -100).sum()), False: int(batch["input_ids"].shape[0])}
+        for key, value in losses.items():
+            if value is not None:
+                self.log(
+                    f"val/{key}", value, on_epoch=True, sync_dist=True, batch_size=sizes[key in per_token]
+                )
 
     def configure_optimizers(self):
-        params = [p for p in list(self.student.parameters()) + list(self.projections.parameters())]
-        optimizer = self.optimizer_factory(params)
+        # BERT's convention: no weight decay on biases and LayerNorm gains.
+        named = list(self.student.named_parameters()) + list(
+            self.projections.named_parameters(prefix="projections")
+        )
+        plain = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+        decayed = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
+        optimizer = self.optimizer_factory([{"params": decayed}, {"params": plain, "weight_decay": 0.0}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_lambda, schedule=self.schedule, warmup_fraction=self.warmup_fraction)
         )
@@ -209,6 +224,14 @@ class DistillationModule(L.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
         }
+        checkpoint["distill_config_hash"] = self.config_hash
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("distill_config_hash")
+        if saved is not None and saved != self.config_hash:
+            raise ValueError(
+                "the checkpoint in this run dir was trained with a different config (student, teacher, data, "
+                "losses or seed); resume with the same overrides, give a new hydra.run.dir, or set "
+                "recipe.resume=false to start over here"
+            )
         checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

@@ -151,3 +151,14 @@ def pack(out: TeacherOutput, masked: torch.Tensor, topk: int | None, dtype: torc
 def unpack(entry: dict, device: torch.device) -> dict:
     """On the module's device, in the stored dtype: each loss upcasts only the layer it reads."""
     return {k: v.to(device) for k, v in entry.items()}
+
+
+def lean_targets(out: TeacherOutput, masked: torch.Tensor, topk: int | None) -> dict:
+    """The same targets as ``pack`` without stacking or casting: per-layer tuples, indexed the same way."""
+    targets: dict = {"hidden_states": out.hidden_states, "attentions": out.attentions}
+    if out.mlm_logits is not None:
+        logits = out.mlm_logits[masked]
+        if topk is not None:
+            logits, targets["mlm_topk_indices"] = logits.topk(topk, dim=-1)
+        targets["mlm_logits"] = logits
+    return targets

@@ -12,16 +12,20 @@ LightningModule with the loss mix -> callbacks (progressive freezing, checkpoint
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from rich.console import Console
+from rich.table import Table
 
 from callbacks.progressive import ProgressiveTransfer, progressive_schedule
 from datamodules.pretraining import PretrainingDataModule
@@ -38,7 +42,9 @@ log = logging.getLogger(__name__)
 # Expected here, and misleading: the teacher and frozen blocks are in eval mode on purpose, and the
 # step sampler does resume mid-epoch exactly (tests/test_distill.py), which Lightning cannot see.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+warnings.filterwarnings(
+    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 BUDGETS = ("flash", "regular")
 
@@ -62,6 +68,7 @@ class DistillConfig:
             "_partial_": True,
             "lr": 5e-4,
             "weight_decay": 0.01,
+            "foreach": True,  # multi-tensor update: the per-tensor loop is ~10% of a CPU step
         }
     )
     warmup_fraction: float = 0.02  # of each stage (paper: 500 of 25k pre-training steps)
@@ -99,8 +106,52 @@ class DistillConfig:
         return max(1, round(self.regular_steps * self.flash_fraction))
 
 
+def check_compatible(cfg: RunConfig) -> None:
+    """Cross-group checks, before any work: fields this recipe owns, and shapes that must agree."""
+    recipe: DistillConfig = cfg.recipe
+    owned = {"max_steps": -1, "val_check_interval": None}
+    for name, unset in owned.items():
+        if getattr(cfg.trainer, name) != unset:
+            raise ValueError(
+                f"trainer.{name} is set by the recipe (steps: recipe.regular_steps x recipe.flash_fraction; "
+                f"validation: recipe.val_every_n_steps); leave trainer.{name} at {unset}"
+            )
+    if cfg.data.max_seq_len > cfg.student.max_position_embeddings:
+        raise ValueError(
+            f"data.max_seq_len={cfg.data.max_seq_len} exceeds student.max_position_embeddings="
+            f"{cfg.student.max_position_embeddings}; raise the latter or shorten the former"
+        )
+    if recipe.checkpoint_every_n_steps <= 0:
+        raise ValueError(
+            "recipe.checkpoint_every_n_steps must be > 0: last.ckpt is what a crashed run resumes from"
+        )
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """What a resumed run must share with the checkpoint it resumes: everything that changes the training."""
+    recipe = {k: v for k, v in asdict(cfg.recipe).items() if k not in _NOT_TRAINING}
+    blob = json.dumps(
+        {"recipe": recipe, "student": asdict(cfg.student), "teacher": asdict(cfg.teacher), "data": asdict(cfg.data),
+         "seed": cfg.seed, "precision": cfg.trainer.precision},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Recipe fields that do not change what is trained (a resumed run may differ in them).
+_NOT_TRAINING = (
+    "resume",
+    "checkpoint_every_n_steps",
+    "val_every_n_steps",
+    "validate_before_training",
+    "teacher_cache",
+    "save_student",
+)
+
+
 def run(cfg: RunConfig) -> dict[str, float]:
     recipe: DistillConfig = cfg.recipe
+    check_compatible(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     started = time.perf_counter()
@@ -115,7 +166,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
 
     # Student: embeddings copied from the teacher, resampled to the student's width.
-    student = StudentForPreTraining(cfg.student.to_hf_config(vocab_size=teacher.vocab_size))
+    hf_config = cfg.student.to_hf_config(
+        vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
+    )
+    student = StudentForPreTraining(hf_config)
     if cfg.student.init_embeddings_from_teacher:
         init_embeddings_from_teacher(
             student.student, teacher.embedding_weights(), cfg.student.embedding_resample
@@ -129,29 +183,6 @@ def run(cfg: RunConfig) -> dict[str, float]:
         "student %s (%.2fM params) <- teacher layers %s; %d steps: %d per block, %d pre-training",
         config.name, num_parameters(config) / 1e6, teacher_layers, recipe.total_steps, schedule[0].steps, schedule[-1].steps,
     )  # fmt: skip
-
-    # Teacher-output cache, shared by every student trained on the same teacher + data + seed.
-    cache = None
-    if recipe.teacher_cache.mode != "disabled":
-        data.prepare_data()
-        key = "-".join(
-            [teacher_fingerprint(teacher), data.cache_key(), f"s{cfg.data.seed}", f"b{cfg.data.batch_size}",
-             f"w{cfg.trainer.devices}x{cfg.trainer.num_nodes}", f"k{recipe.mlm_kd_topk}", recipe.teacher_cache.dtype]
-        )  # fmt: skip
-        cache = TeacherCache(recipe.teacher_cache, key)
-
-    module = DistillationModule(
-        student=student,
-        teacher=teacher,
-        teacher_layers=teacher_layers,
-        schedule=schedule,
-        weights=recipe.losses,
-        optimizer=instantiate(recipe.optimizer),
-        warmup_fraction=recipe.warmup_fraction,
-        seed=cfg.seed,
-        teacher_cache=cache,
-        mlm_kd_topk=recipe.mlm_kd_topk,
-    )
 
     # Callbacks: progressive freezing, a resumable last.ckpt, a progress bar.
     checkpoint_dir = run_dir / "checkpoints"
@@ -175,12 +206,41 @@ def run(cfg: RunConfig) -> dict[str, float]:
         max_steps=recipe.total_steps,
         val_check_interval=recipe.val_every_n_steps or None,
         check_val_every_n_epoch=None if recipe.val_every_n_steps else cfg.trainer.check_val_every_n_epoch,
-        num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the data module shards each step's batch by rank itself
         # Progressive stages leave every other block (and the heads) without gradients: plain DDP treats
         # that as an error, so let its reducer mark unused parameters as ready.
         strategy="ddp_find_unused_parameters_true" if cfg.trainer.strategy == "ddp" else cfg.trainer.strategy,
     )
+
+    # Teacher-output cache, shared by every student trained on the same teacher + data + masking +
+    # batch layout (none of which depend on the student); built here because the world size is known now.
+    cache = None
+    if recipe.teacher_cache.mode != "disabled":
+        d = cfg.data
+        layout = {
+            "mask": [d.mlm_probability, d.mask_token_prob, d.random_token_prob], "seed": d.seed,
+            "batch": [d.batch_size, d.eval_batch_size], "world": trainer.world_size, "precision": cfg.trainer.precision,
+            "mlm_head": teacher.has_mlm_head, "topk": recipe.mlm_kd_topk, "dtype": recipe.teacher_cache.dtype,
+        }  # fmt: skip
+        layout_hash = hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+        cache = TeacherCache(
+            recipe.teacher_cache, f"{teacher_fingerprint(teacher)}-{data.cache_key()}-{layout_hash}"
+        )
+
+    module = DistillationModule(
+        student=student,
+        teacher=teacher,
+        teacher_layers=teacher_layers,
+        schedule=schedule,
+        weights=recipe.losses,
+        optimizer=instantiate(recipe.optimizer),
+        warmup_fraction=recipe.warmup_fraction,
+        seed=cfg.seed,
+        teacher_cache=cache,
+        mlm_kd_topk=recipe.mlm_kd_topk,
+        config_hash=config_hash(cfg),
+    )
+
     last = checkpoint_dir / "last.ckpt"
     resume_from = str(last) if recipe.resume and last.exists() else None
     start_metrics = {}
@@ -194,10 +254,12 @@ def run(cfg: RunConfig) -> dict[str, float]:
             if k.startswith("val/")
         }
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-    if not recipe.val_every_n_steps or trainer.global_step % recipe.val_every_n_steps:
+    # Validate the final student unless fit just did (a run resumed at its last step trains nothing).
+    validated_at_end = recipe.val_every_n_steps and trainer.global_step % recipe.val_every_n_steps == 0
+    if not validated_at_end or "val/loss" not in trainer.callback_metrics:
         trainer.validate(module, datamodule=data, verbose=False)
 
-    # Results: every validation term, sizes, wall time; the student in HF format.
+    # Results: every validation term, sizes, wall time; the student in HF format (rank 0 writes).
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics.update(start_metrics)
     metrics.update(
@@ -212,7 +274,32 @@ def run(cfg: RunConfig) -> dict[str, float]:
     if cache is not None:
         metrics["teacher_cache/hits"] = cache.hits
         metrics["teacher_cache/misses"] = cache.misses
-    if recipe.save_student and trainer.is_global_zero:
+    if not trainer.is_global_zero:
+        return metrics
+    if recipe.save_student:
         student.save_pretrained(run_dir / "student")
         teacher.tokenizer.save_pretrained(run_dir / "student")
+    _print_summary(config.name, metrics, run_dir, recipe.save_student)
     return write_metrics(run_dir, metrics)
+
+
+def _print_summary(name: str, metrics: dict[str, float], run_dir: Path, saved_student: bool) -> None:
+    table = Table(title=f"{name}: {metrics['steps']:.0f} steps in {metrics['wall_time_s']:.0f} s")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "val/mlm_acc",
+        "val/nsp_acc",
+        "val/loss",
+        "val/mha",
+        "val/fm",
+        "val/mlm",
+        "val/mlm_kd",
+        "val/nsp",
+    ):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.4f}")
+    table.add_row("params", f"{metrics['params'] / 1e6:.2f}M")
+    table.add_row("GFLOPs / seq @128", f"{metrics['flops_per_seq@128'] / 1e9:.2f}")
+    Console().print(table)
+    Console().print(f"metrics.json{' and student/ (HF format)' if saved_student else ''} in {run_dir}")

@@ -64,7 +64,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     batches = [b for _, b in zip(range(recipe.num_batches), data.val_dataloader())]
 
     # Student: built from the spec, embeddings copied from the teacher and resampled to its width.
-    config = cfg.student.to_hf_config(vocab_size=teacher.vocab_size)
+    config = cfg.student.to_hf_config(
+        vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
+    )
     student = StudentForPreTraining(config).eval()
     if cfg.student.init_embeddings_from_teacher:
         init_embeddings_from_teacher(

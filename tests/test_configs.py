@@ -354,13 +354,15 @@ _TRAINING_RECIPES = sorted(
 
 @pytest.mark.parametrize("name", _TRAINING_RECIPES)
 def test_recipe_optimizer_builds_an_optimizer(compose_run: Compose, tmp_path: Path, name: str) -> None:
-    rc = run.to_run_config(compose_run(f"recipe={name}"), str(tmp_path))
-    raw = OmegaConf.load(CONF / "recipe" / f"{name}.yaml").optimizer
     weight = torch.nn.Parameter(torch.zeros(3))
-    optimizer = instantiate(rc.recipe.optimizer)([weight])  # _partial_: the recipe passes the parameters
-    assert isinstance(optimizer, torch.optim.Optimizer)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(float(raw.lr))
-    assert isinstance(optimizer.param_groups[0]["lr"], float)  # not the string '5e-4'
+    default = run.to_run_config(compose_run(f"recipe={name}"), str(tmp_path))
+    optimizer = instantiate(default.recipe.optimizer)([weight])  # _partial_: the recipe passes the parameters
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.param_groups[0]["lr"] == 5e-4
+    overridden = run.to_run_config(compose_run(f"recipe={name}", "recipe.optimizer.lr=3e-4"), str(tmp_path))
+    optimizer = instantiate(overridden.recipe.optimizer)([weight])
+    assert optimizer.param_groups[0]["lr"] == 3e-4
+    assert isinstance(optimizer.param_groups[0]["lr"], float)  # not the string '3e-4'
 
 
 # --------------------------------------------------------------------------------------- bad values

@@ -174,7 +174,7 @@ def test_flash_run_lowers_every_loss(unigram_teacher_dir, pairs_corpus, tmp_path
         unigram_teacher_dir,
         pairs_corpus,
         "recipe.validate_before_training=true",
-        "recipe.regular_steps=80",
+        "recipe.regular_steps=200",
         "recipe.optimizer.lr=1e-2",
         # The paper drops the layer-wise terms after the progressive stages; with a random teacher whose
         # attention has nothing to do with the data, MLM training then drifts from it. Keep them on here.
@@ -188,7 +188,7 @@ def test_flash_run_lowers_every_loss(unigram_teacher_dir, pairs_corpus, tmp_path
     # near-identical [CLS] vectors; it leaves chance only after a few hundred steps, here and on the
     # real corpus alike. Held-out NSP stays at chance; that its head learns is test_nsp_head_learns.
     assert metrics["val/nsp"] == pytest.approx(math.log(2), abs=0.02)
-    assert metrics["steps"] == 80
+    assert metrics["steps"] == 200
     assert (
         metrics["params"]
         == StudentForPreTraining.from_pretrained(tmp_path / "run" / "student").student.num_parameters()
@@ -279,3 +279,94 @@ def test_killed_and_resumed_run_matches_uninterrupted(
     # the teacher's weights are not in the checkpoint: it is reloaded from its config
     ckpt = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+
+
+def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
+    """Anything that changes the teacher's inputs or kept outputs is a new cache key: never a stale hit."""
+    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    common = ["recipe.regular_steps=24", "recipe.teacher_cache.mode=memory"]
+    distill.run(tiny_run_config(tmp_path / "a", tiny_teacher_dir, pairs_corpus, *common))
+    for i, change in enumerate(
+        ["data.mask_token_prob=0.5", "data.mlm_probability=0.3", "recipe.mlm_kd_topk=5"]
+    ):
+        other = distill.run(
+            tiny_run_config(tmp_path / f"b{i}", tiny_teacher_dir, pairs_corpus, *common, change)
+        )
+        assert other["teacher_cache/hits"] == 0, change
+    same = distill.run(
+        tiny_run_config(tmp_path / "c", tiny_teacher_dir, pairs_corpus, *common, "student.num_blocks=3")
+    )
+    assert same["teacher_cache/misses"] == 0  # a different student reuses the cache
+
+
+def test_resume_with_another_config_fails_clearly(
+    tiny_teacher_dir, pairs_corpus, tmp_path, monkeypatch
+) -> None:
+    original = DistillationModule.training_step
+
+    def dies_at_step_6(self, batch, batch_idx):
+        if self.global_step == 6:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(DistillationModule, "training_step", dies_at_step_6)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        distill.run(tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus))
+    monkeypatch.setattr(DistillationModule, "training_step", original)
+    with pytest.raises(ValueError, match="different config.*recipe.resume=false"):
+        distill.run(
+            tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus, "recipe.losses.alpha=0.9")
+        )
+    # changing only how often to checkpoint is not a different training: it resumes
+    resumed = distill.run(
+        tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus, "recipe.checkpoint_every_n_steps=5")
+    )
+    assert resumed["steps"] == 40
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.max_steps=10", "trainer.max_steps is set by the recipe"),
+        ("data.max_seq_len=128", "data.max_seq_len=128 exceeds student.max_position_embeddings=64"),
+        ("recipe.checkpoint_every_n_steps=0", "recipe.checkpoint_every_n_steps must be > 0"),
+    ],
+)
+def test_cross_group_errors_before_any_work(
+    tiny_teacher_dir, pairs_corpus, tmp_path, override, message
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        distill.run(tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus, override))
+    assert not (tmp_path / "run").exists()
+
+
+def test_layerwise_terms_in_pretraining_use_the_loss_weights(
+    tiny_teacher_dir, pairs_corpus, tmp_path
+) -> None:
+    teacher = load_teacher(TeacherConfig(name_or_path=str(tiny_teacher_dir)))
+    spec = StudentSpec(
+        num_blocks=2,
+        block=BlockSpec(24, 16, 2, 32, 1),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
+    schedule = progressive_schedule(2, 10, 0.0)
+    from datamodules.pretraining import PretrainingDataModule
+
+    data = PretrainingDataModule(
+        tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus).data, teacher.tokenizer
+    )
+    data.setup()
+    batch = data.train_batches()[0]
+
+    def total(**weights) -> tuple[float, dict]:
+        module = DistillationModule(student, teacher, [0, 1], schedule, LossWeights(**weights), None, 0.0, 0)
+        losses = module.compute_losses(batch, schedule[-1], "train/0")
+        return losses["loss"].item(), losses
+
+    plain, _ = total()
+    off, _ = total(attention=0.0, feature=0.0, layerwise_in_pretraining=1.0)
+    assert off == pytest.approx(plain, rel=1e-6)  # both terms weighted out
+    fm_only, losses = total(attention=0.0, feature=2.0, layerwise_in_pretraining=1.0)
+    assert fm_only == pytest.approx(plain + 2.0 * 2 * losses["fm"].item(), rel=1e-5)  # 2 blocks, mean fm
