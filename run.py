@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes import distill as distill_recipe
 from recipes import inspect as inspect_recipe
+from recipes import latency as latency_recipe
 from recipes.config import RunConfig, register_configs
 
 # name -> (module with `run`, its config schema). Add a recipe here and in conf/recipe/.
@@ -23,6 +24,7 @@ RECIPES: dict[str, tuple[ModuleType, type]] = {
     "flash_distill": (distill_recipe, distill_recipe.DistillConfig),
     "regular_distill": (distill_recipe, distill_recipe.DistillConfig),  # same code, the full budget
     "inspect": (inspect_recipe, inspect_recipe.InspectConfig),
+    "latency": (latency_recipe, latency_recipe.LatencyRecipeConfig),
 }
 
 register_configs({name: schema for name, (_, schema) in RECIPES.items()})

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from callbacks.latency import LatencyConfig
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from modules.student import StudentSpec
@@ -79,6 +80,7 @@ class RunConfig:
     data: PretrainingDataConfig = MISSING
     task: TaskDataConfig = MISSING
     trainer: TrainerConfig = MISSING
+    latency: LatencyConfig = MISSING  # how latency is measured (recipe=latency, and every distillation run)
     logger: Any = None  # {_target_: a Lightning logger class, ...}: a swappable edge, built by build_logger
     seed: int = 0
     run_dir: str | None = None  # filled in by run.py from Hydra's output dir
@@ -94,5 +96,6 @@ def register_configs(recipe_schemas: dict[str, type]) -> None:
     cs.store(group="data", name="data_schema", node=PretrainingDataConfig)
     cs.store(group="task", name="task_schema", node=TaskDataConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="latency", name="latency_schema", node=LatencyConfig)
     for name, schema in recipe_schemas.items():
         cs.store(group="recipe", name=f"{name}_schema", node=schema)

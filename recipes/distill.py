@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from rich.console import Console
 from rich.table import Table
 
+from callbacks.latency import measure_latency
 from callbacks.progressive import ProgressiveTransfer, progressive_schedule
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
@@ -78,6 +79,9 @@ class DistillConfig:
     resume: bool = True  # continue from <run dir>/checkpoints/last.ckpt when it exists
     teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     save_student: bool = True
+    measure_latency: bool = (
+        True  # latency/* in metrics.json: a fresh build of this architecture on latency.device
+    )
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -121,6 +125,11 @@ def check_compatible(cfg: RunConfig) -> None:
             f"data.max_seq_len={cfg.data.max_seq_len} exceeds student.max_position_embeddings="
             f"{cfg.student.max_position_embeddings}; raise the latter or shorten the former"
         )
+    if recipe.measure_latency and cfg.latency.seq_len > cfg.student.max_position_embeddings:
+        raise ValueError(
+            f"latency.seq_len={cfg.latency.seq_len} exceeds student.max_position_embeddings="
+            f"{cfg.student.max_position_embeddings}; lower latency.seq_len or set recipe.measure_latency=false"
+        )
     if recipe.checkpoint_every_n_steps <= 0:
         raise ValueError(
             "recipe.checkpoint_every_n_steps must be > 0: last.ckpt is what a crashed run resumes from"
@@ -140,6 +149,7 @@ def config_hash(cfg: RunConfig) -> str:
 
 # Recipe fields that do not change what is trained (a resumed run may differ in them).
 _NOT_TRAINING = (
+    "measure_latency",
     "resume",
     "checkpoint_every_n_steps",
     "val_every_n_steps",
@@ -276,6 +286,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
         metrics["teacher_cache/misses"] = cache.misses
     if not trainer.is_global_zero:
         return metrics
+    if recipe.measure_latency:
+        metrics.update(measure_latency(config, cfg.latency).as_metrics())
     if recipe.save_student:
         student.save_pretrained(run_dir / "student")
         teacher.tokenizer.save_pretrained(run_dir / "student")

@@ -46,6 +46,11 @@ def tiny_run_config(run_dir: Path, teacher_dir: Path, corpus: Path, *extra: str)
         "student.max_position_embeddings=64",
         "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1",
+        "latency.seq_len=32",
+        "latency.repeats=3",
+        "latency.warmup=1",
+        "latency.max_cv=10",
+        "latency.cache_path=null",
         "~logger",
         *extra,
     ]
@@ -198,7 +203,13 @@ def test_flash_run_lowers_every_loss(unigram_teacher_dir, pairs_corpus, tmp_path
 def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """The NSP term reaches the head: a few distillation steps on one fixed batch fit its labels."""
     teacher = load_teacher(TeacherConfig(name_or_path=str(tiny_teacher_dir)))
-    spec = StudentSpec(num_blocks=2, block=BlockSpec(24, 16, 2, 32, 1), hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    spec = StudentSpec(
+        num_blocks=2,
+        block=BlockSpec(24, 16, 2, 32, 1),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
     schedule = progressive_schedule(2, 10, 0.0)  # pre-training only
     module = DistillationModule(student, teacher, [0, 1], schedule, LossWeights(), None, 0.0, 0)

@@ -44,6 +44,10 @@ def tiny_overrides(tiny_teacher_dir: Path, corpus: Path, tmp_path: Path) -> list
         "student.block.intermediate_size=32",
         "student.block.num_heads=2",
         "student.max_position_embeddings=64",
+        "latency.seq_len=32",
+        "latency.repeats=3",
+        "latency.max_cv=10",
+        f"latency.cache_path={tmp_path / 'latency.json'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
 

@@ -1,0 +1,316 @@
+"""Serving latency measured on the attached device (AutoDistill §3.4), and a callback that reports it.
+
+``measure_latency(model_or_config, cfg)`` times forward passes of a model, or of a *freshly built*
+student from a config (no trained weights needed, so it can run before or beside distillation):
+warm-up runs, then ``repeats`` timed passes with proper synchronisation (CUDA events on GPU; a fixed
+thread count on CPU). It returns p50 / p90 / mean / std (ms), the coefficient of variation,
+throughput (sequences/s) and peak memory. A noisy measurement (CV above ``max_cv``) is repeated up to
+``max_retries`` times and flagged if it stays noisy. Results are cached per (architecture, device
+fingerprint, dtype, batch, sequence length, backend, library versions): each architecture is measured
+once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and friends.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import transformers
+from torch import nn
+
+from datamodules.assets import resolve_path
+from modules.student import StudentConfig, StudentModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "compile", "onnxruntime")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LatencyConfig:
+    """Hydra schema of the ``latency`` config group: how a model is measured."""
+
+    device: str = "auto"  # auto (cuda if attached, else mps, else cpu) | cpu | cuda | cuda:1 | mps
+    dtype: str = "float32"
+    batch_size: int = 1  # the paper measures serving latency at batch 1
+    seq_len: int = 128
+    backend: str = "eager"  # eager | compile (torch.compile) | onnxruntime
+    warmup: int = 10
+    repeats: int = 50
+    threads: int | None = None  # CPU threads while timing; null = torch's current setting
+    max_cv: float = 0.05  # std / mean above this is noisy: re-measure, then flag
+    max_retries: int = 2
+    cache_path: str | None = "~/.cache/distill-recipes/latency.json"  # null: no cache
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"latency.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"latency.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        for name in ("batch_size", "seq_len", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.max_retries < 0:
+            raise ValueError("latency.warmup and latency.max_retries must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"latency.threads must be >= 1 or null, got {self.threads}")
+        if not self.max_cv > 0:
+            raise ValueError(f"latency.max_cv must be > 0, got {self.max_cv}")
+
+
+@dataclass
+class LatencyResult:
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    cv: float
+    throughput_seq_s: float
+    peak_memory_mb: float  # CUDA: peak allocated during timing; CPU: process peak RSS (an upper bound)
+    noisy: bool
+    attempts: int
+    device: str
+    cached: bool = False
+
+    def as_metrics(self, prefix: str = "latency/") -> dict[str, float]:
+        keys = ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb")
+        out = {prefix + k: float(getattr(self, k)) for k in keys}
+        out[prefix + "noisy"] = float(self.noisy)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Device, keys, cache
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"latency.device={name} but torch sees no CUDA device; use latency.device=cpu or auto"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"latency.device={name} but MPS is not available; use latency.device=cpu or auto")
+    return device
+
+
+def device_fingerprint(device: torch.device, threads: int) -> str:
+    """What makes timings comparable: the processor (or GPU) model and, on CPU, the thread count."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda:{props.name}:sm{props.major}{props.minor}:{torch.version.cuda}"
+    if device.type == "mps":
+        return f"mps:{platform.machine()}:{platform.mac_ver()[0]}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu:{model}:{threads}threads"
+
+
+def architecture_id(model: nn.Module) -> str:
+    """A student's config (what determines its speed), or for any other module its class and shapes."""
+    config = model.config if isinstance(model, StudentModel) else None
+    if config is not None:
+        keep = ("blocks", "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
+        return json.dumps({k: getattr(config, k) for k in keep}, sort_keys=True)
+    shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    return json.dumps({"class": type(model).__name__, "shapes": shapes})
+
+
+def cache_key(arch: str, fingerprint: str, cfg: LatencyConfig) -> str:
+    fields = {
+        "arch": arch,
+        "device": fingerprint,
+        "dtype": cfg.dtype,
+        "batch": cfg.batch_size,
+        "seq": cfg.seq_len,
+        "backend": cfg.backend,
+        "versions": [torch.__version__, transformers.__version__],
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _store(path: Path, key: str, result: LatencyResult) -> None:
+    """Read-modify-write with an atomic replace: concurrent trials may lose an entry, never corrupt the file."""
+    entries = _load_cache(path)
+    entries[key] = asdict(result)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+
+def make_inputs(
+    batch_size: int, seq_len: int, vocab_size: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000 if vocab_size > 1000 else 0, vocab_size, (batch_size, seq_len), generator=gen)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+def prepare(model: nn.Module, cfg: LatencyConfig, device: torch.device, inputs: dict):
+    """The callable to time: the model in eval mode on the device and dtype, through the backend."""
+    model = model.eval().to(device=device, dtype=DTYPES[cfg.dtype])
+    if cfg.backend == "eager":
+        return lambda: model(**inputs)
+    if cfg.backend == "compile":
+        compiled = torch.compile(model)
+        return lambda: compiled(**inputs)
+    # onnxruntime: export once, run the session on the same inputs.
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        raise RuntimeError("latency.backend=onnxruntime needs `pip install onnxruntime onnx` (not installed)")
+    import tempfile
+
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    names = list(inputs)
+    torch.onnx.export(model, (), str(path), kwargs=inputs, input_names=names, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
+    feeds = {k: v.cpu().numpy() for k, v in inputs.items()}
+    return lambda: session.run(None, feeds)
+
+
+def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds per call, synchronised so queued GPU work is counted where it runs."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            return times
+        times = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            fn()
+            if device.type == "mps":
+                torch.mps.synchronize()
+            times.append((time.perf_counter() - begin) * 1000.0)
+        return times
+
+
+def summarise(times: list[float], batch_size: int) -> dict[str, float]:
+    ordered = sorted(times)
+    p90_index = min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))
+    mean = statistics.fmean(ordered)
+    std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p90_ms": ordered[p90_index],
+        "mean_ms": mean,
+        "std_ms": std,
+        "cv": std / mean if mean > 0 else 0.0,
+        "throughput_seq_s": batch_size * 1000.0 / mean if mean > 0 else 0.0,
+    }
+
+
+def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConfig) -> LatencyResult:
+    """Measure serving latency on the configured device; see the module docstring."""
+    device = resolve_device(cfg.device)
+    threads = cfg.threads or torch.get_num_threads()
+    fresh = isinstance(model_or_config, StudentConfig)
+    model = StudentModel(model_or_config) if fresh else model_or_config
+    fingerprint = device_fingerprint(device, threads)
+    key = cache_key(architecture_id(model), fingerprint, cfg)
+    cache = resolve_path(cfg.cache_path) if cfg.cache_path else None
+    if cache is not None and key in (entries := _load_cache(cache)):
+        return LatencyResult(**{**entries[key], "cached": True})
+
+    vocab = model.config.vocab_size if hasattr(model, "config") else 1000
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if positions is not None and cfg.seq_len > positions:
+        raise ValueError(
+            f"latency.seq_len={cfg.seq_len} exceeds the model's max_position_embeddings={positions}"
+        )
+    inputs = make_inputs(cfg.batch_size, cfg.seq_len, vocab, device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fn = prepare(model, cfg, device, inputs)
+        stats, attempts = summarise(time_calls(fn, device, cfg.warmup, cfg.repeats), cfg.batch_size), 1
+        while stats["cv"] > cfg.max_cv and attempts <= cfg.max_retries:
+            stats, attempts = summarise(time_calls(fn, device, 1, cfg.repeats), cfg.batch_size), attempts + 1
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    finally:
+        torch.set_num_threads(previous_threads)
+    noisy = stats["cv"] > cfg.max_cv
+    if noisy:
+        log.warning(
+            "latency measurement stayed noisy after %d attempts (cv %.3f > %.3f)",
+            attempts,
+            stats["cv"],
+            cfg.max_cv,
+        )
+    result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint)
+    if cache is not None and not noisy:
+        _store(cache, key, result)
+    return result
+
+
+class LatencyCallback(L.Callback):
+    """Measures the trained encoder at the end of fit and logs ``latency/*``. It measures a deep copy,
+    so the module's weights, device, dtype and train/eval state are untouched."""
+
+    def __init__(self, cfg: LatencyConfig, attribute: str = "student.student"):
+        self.cfg, self.attribute = cfg, attribute
+        self.result: LatencyResult | None = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        target = pl_module
+        for part in self.attribute.split("."):
+            target = getattr(target, part)
+        self.result = measure_latency(copy.deepcopy(target), self.cfg)
+        for logger in trainer.loggers:
+            logger.log_metrics(self.result.as_metrics(), step=trainer.global_step)

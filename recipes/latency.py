@@ -1,0 +1,171 @@
+"""Recipe `latency`: measured serving latency of one student, a list, or a sample of a design space,
+beside the proxies (params, FLOPs) and how well those proxies rank the measured latency.
+
+    python run.py recipe=latency                                       # the configured student
+    python run.py recipe=latency recipe.space=list 'recipe.models=[Model_512_128_4_512_4,Model_256_64_2_384_2]'
+    python run.py recipe=latency recipe.space=table1 recipe.sample=50  # 50 of Table 1's 576 blocks
+    python run.py recipe=latency recipe.space=table1 recipe.sample=null latency.device=cuda
+
+Reads top to bottom: the configs to measure -> for each, a fresh model measured on latency.device
+(cached per device) -> latency.csv (latency, params, FLOPs per config) -> Spearman and Kendall rank
+correlations of params and FLOPs against measured latency (AutoDistill §3.4, Table 2: proxies mislead)
+-> latency_vs_params.png -> metrics.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from callbacks.latency import measure_latency  # noqa: E402
+from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters  # noqa: E402
+from recipes.common import write_metrics  # noqa: E402
+from recipes.config import RunConfig  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SPACES = ("student", "list", "table1")
+# AutoDistill Table 1: 4 x 4 x 4 x 3 x 3 = 576 blocks.
+TABLE1 = {
+    "hidden_size": (128, 256, 384, 512),
+    "bottleneck_size": (64, 96, 128, 160),
+    "num_heads": (1, 2, 4, 8),
+    "intermediate_size": (384, 512, 640),
+    "num_ffn": (2, 4, 6),
+}
+
+
+@dataclass
+class LatencyRecipeConfig:
+    """Hydra schema of recipe=latency."""
+
+    name: str = "latency"
+    space: str = "student"  # student (the configured student) | list (recipe.models) | table1
+    models: list[str] = field(default_factory=list)  # paper names, stacked student.num_blocks times
+    sample: int | None = 50  # table1: how many blocks to sample; null = all 576
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"recipe.space must be one of {SPACES}, got {self.space!r}")
+        if self.space == "list" and not self.models:
+            raise ValueError("recipe.space=list needs recipe.models, e.g. '[Model_512_128_4_512_4]'")
+        for name in self.models:
+            BlockSpec.from_name(name)  # fails here, naming the bad entry, before anything is measured
+        if self.sample is not None and self.sample < 1:
+            raise ValueError(f"recipe.sample must be >= 1 or null (all), got {self.sample}")
+
+
+def table1_blocks(sample: int | None, seed: int) -> list[BlockSpec]:
+    blocks = [BlockSpec(*values) for values in itertools.product(*TABLE1.values())]
+    if sample is None or sample >= len(blocks):
+        return blocks
+    return random.Random(seed).sample(blocks, sample)
+
+
+def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
+    recipe: LatencyRecipeConfig = cfg.recipe
+    spec = cfg.student
+    vocab = spec.vocab_size or 30522  # the offline teacher's WordPiece vocabulary
+    if recipe.space == "student":
+        return [spec.to_hf_config(vocab_size=vocab)]
+    blocks = (
+        [BlockSpec.from_name(n) for n in recipe.models]
+        if recipe.space == "list"
+        else table1_blocks(recipe.sample, recipe.sample_seed)
+    )
+    base = {k: v for k, v in vars(spec).items() if k not in ("block", "blocks", "num_blocks")}
+    return [
+        StudentSpec(num_blocks=spec.num_blocks, block=b, **base).to_hf_config(vocab_size=vocab)
+        for b in blocks
+    ]
+
+
+def rank_correlations(rows: list[dict]) -> dict[str, float]:
+    """Spearman and Kendall of each proxy against measured p50 latency."""
+    latency = [r["p50_ms"] for r in rows]
+    out: dict[str, float] = {"configs": float(len(rows))}
+    if len(rows) < 3:
+        return out
+    for proxy in ("params", "flops"):
+        values = [r[proxy] for r in rows]
+        out[f"spearman/{proxy}_vs_latency"] = float(stats.spearmanr(values, latency).statistic)
+        out[f"kendall/{proxy}_vs_latency"] = float(stats.kendalltau(values, latency).statistic)
+    return out
+
+
+def plot(rows: list[dict], correlations: dict[str, float], device: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    points = ax.scatter(
+        [r["params"] / 1e6 for r in rows],
+        [r["p50_ms"] for r in rows],
+        c=[r["flops"] / 1e9 for r in rows],
+        cmap="viridis",
+        s=28,
+    )
+    fig.colorbar(points, ax=ax, label="GFLOPs / sequence")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("measured p50 latency (ms)")
+    title = f"{len(rows)} students on {device}"
+    if "spearman/params_vs_latency" in correlations:
+        title += (
+            f"\nSpearman: params {correlations['spearman/params_vs_latency']:.2f}, "
+            f"FLOPs {correlations['spearman/flops_vs_latency']:.2f}"
+        )
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cfg: RunConfig) -> dict[str, float]:
+    run_dir = Path(cfg.run_dir)
+    configs = configs_to_measure(cfg)
+    measure = cfg.latency
+
+    rows = []
+    with Progress() as progress:
+        task = progress.add_task(f"measuring {len(configs)} students", total=len(configs))
+        for config in configs:
+            result = measure_latency(config, measure)
+            rows.append(
+                {
+                    "name": config.name,
+                    "params": num_parameters(config),
+                    "flops": flops(config, measure.seq_len, measure.batch_size),
+                    **{k: getattr(result, k) for k in ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb", "noisy", "cached")},
+                }
+            )  # fmt: skip
+            progress.advance(task)
+
+    with open(run_dir / "latency.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    correlations = rank_correlations(rows)
+    device = result.device
+    plot(rows, correlations, device, run_dir / "latency_vs_params.png")
+    log.info("measured %d students on %s: %s", len(rows), device, run_dir / "latency.csv")
+
+    metrics = {**correlations, "noisy": float(sum(r["noisy"] for r in rows))}
+    if len(rows) == 1:
+        metrics.update(
+            {
+                f"latency/{k}": float(rows[0][k])
+                for k in ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s")
+            }
+        )
+        metrics.update({"params": float(rows[0]["params"]), "flops": float(rows[0]["flops"])})
+    return write_metrics(run_dir, metrics)

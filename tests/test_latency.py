@@ -1,0 +1,197 @@
+"""Latency measurement: sane statistics, the per-device cache, the callback leaves weights alone, GPU paths
+skip cleanly on CPU, bad inputs fail clearly, and recipe=latency end to end."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import run
+from callbacks.latency import (
+    LatencyCallback,
+    LatencyConfig,
+    LatencyResult,
+    measure_latency,
+    resolve_device,
+    summarise,
+)
+from modules.student import BlockSpec, StudentForPreTraining, StudentModel, StudentSpec
+from recipes import latency as latency_recipe
+from tests.test_distill import CONF
+
+
+def tiny_config(hidden: int = 32, blocks: int = 2):
+    spec = StudentSpec(num_blocks=blocks, block=BlockSpec(hidden, 16, 2, 32, 1), max_position_embeddings=64)
+    return spec.to_hf_config(vocab_size=100)
+
+
+def fast(tmp_path, **kwargs) -> LatencyConfig:
+    values = dict(
+        device="cpu", seq_len=16, warmup=1, repeats=5, max_cv=10.0, cache_path=str(tmp_path / "lat.json")
+    )
+    values.update(kwargs)
+    return LatencyConfig(**values)
+
+
+def test_statistics_are_sane_and_ordered(tmp_path) -> None:
+    result = measure_latency(tiny_config(), fast(tmp_path, repeats=20, batch_size=2))
+    assert 0 < result.p50_ms <= result.p90_ms
+    assert (
+        result.mean_ms > 0
+        and result.std_ms >= 0
+        and result.cv == pytest.approx(result.std_ms / result.mean_ms)
+    )
+    assert result.throughput_seq_s == pytest.approx(2 * 1000 / result.mean_ms)
+    assert result.peak_memory_mb > 0 and result.device.startswith("cpu:")
+    assert not result.cached
+
+
+def test_summarise_against_hand_computed_values() -> None:
+    stats = summarise([4.0, 1.0, 3.0, 2.0, 10.0], batch_size=1)
+    assert stats["p50_ms"] == 3.0 and stats["p90_ms"] == 10.0 and stats["mean_ms"] == 4.0
+    assert stats["std_ms"] == pytest.approx(3.5355, rel=1e-4) and stats["throughput_seq_s"] == 250.0
+
+
+def test_bigger_model_is_slower(tmp_path) -> None:
+    small = measure_latency(tiny_config(hidden=32, blocks=1), fast(tmp_path, repeats=15, cache_path=None))
+    big = measure_latency(tiny_config(hidden=256, blocks=6), fast(tmp_path, repeats=15, cache_path=None))
+    assert big.p50_ms > small.p50_ms
+
+
+def test_cache_hits_and_misses(tmp_path) -> None:
+    cfg = fast(tmp_path)
+    first = measure_latency(tiny_config(), cfg)
+    again = measure_latency(tiny_config(), cfg)
+    assert not first.cached and again.cached and again.p50_ms == first.p50_ms
+    # any key field changes -> measured anew
+    for change in [dict(batch_size=2), dict(seq_len=8), dict(dtype="bfloat16")]:
+        assert not measure_latency(tiny_config(), dataclasses.replace(cfg, **change)).cached, change
+    assert not measure_latency(tiny_config(hidden=48), cfg).cached
+    # weights do not matter: a trained copy of the same architecture hits
+    trained = StudentModel(tiny_config())
+    with torch.no_grad():
+        trained.pooler.weight.add_(1.0)
+    assert measure_latency(trained, cfg).cached
+    stored = json.loads((tmp_path / "lat.json").read_text())
+    assert len(stored) == 5
+
+
+def test_noisy_measurements_are_retried_then_flagged(tmp_path) -> None:
+    result = measure_latency(tiny_config(), fast(tmp_path, max_cv=1e-9, max_retries=2))
+    assert result.noisy and result.attempts == 3
+    assert "latency.json" not in [p.name for p in tmp_path.iterdir()]  # noisy results are not cached
+
+
+def test_callback_measures_without_changing_the_model(tmp_path) -> None:
+    class Wrapper(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.student = StudentForPreTraining(tiny_config())
+            self.student.train()
+
+        def training_step(self, batch, batch_idx):
+            return self.student.student(batch[0]).last_hidden_state.mean() * 0.0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    module = Wrapper()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    callback = LatencyCallback(fast(tmp_path))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randint(0, 100, (4, 8))), batch_size=2
+    )
+    trainer = L.Trainer(
+        max_steps=2, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(module, loader)
+    assert isinstance(callback.result, LatencyResult) and callback.result.p50_ms > 0
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_gpu_path_fails_clearly_without_a_gpu(tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="no CUDA device; use latency.device=cpu"):
+        measure_latency(tiny_config(), fast(tmp_path, device="cuda"))
+    assert resolve_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_measurement(tmp_path) -> None:
+    result = measure_latency(tiny_config(), fast(tmp_path, device="cuda", dtype="bfloat16"))
+    assert result.device.startswith("cuda:") and result.p50_ms > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(batch_size=0), "latency.batch_size must be >= 1"),
+        (dict(backend="tensorrt"), "latency.backend must be one of"),
+        (dict(dtype="int8"), "latency.dtype must be one of"),
+        (dict(repeats=0), "latency.repeats must be >= 1"),
+    ],
+)
+def test_bad_inputs(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        LatencyConfig(**kwargs)
+
+
+def test_backend_not_installed(tmp_path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is not None:
+        pytest.skip("onnxruntime is installed here")
+    with pytest.raises(RuntimeError, match="pip install onnxruntime onnx"):
+        measure_latency(tiny_config(), fast(tmp_path, backend="onnxruntime"))
+
+
+def test_latency_recipe_lists_and_correlates(tmp_path) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "run",
+            overrides=[
+                "recipe=latency",
+                "recipe.space=list",
+                "recipe.models=[Model_128_64_1_384_2,Model_256_128_4_512_4,Model_512_160_8_640_6]",
+                "student.num_blocks=1",
+                "latency.repeats=5",
+                "latency.warmup=1",
+                "latency.max_cv=10",
+                f"latency.cache_path={tmp_path / 'lat.json'}",
+            ],
+        )
+    metrics = latency_recipe.run(run.to_run_config(cfg, str(tmp_path)))
+    rows = list(csv.DictReader(open(tmp_path / "latency.csv")))
+    assert [r["name"] for r in rows] == [
+        "Model_128_64_1_384_2x1",
+        "Model_256_128_4_512_4x1",
+        "Model_512_160_8_640_6x1",
+    ]
+    assert metrics["configs"] == 3
+    assert -1 <= metrics["spearman/params_vs_latency"] <= 1 and -1 <= metrics["kendall/flops_vs_latency"] <= 1
+    assert (tmp_path / "latency_vs_params.png").stat().st_size > 5000
+
+
+def test_rank_correlations_by_hand() -> None:
+    rows = [
+        {"params": 1, "flops": 3, "p50_ms": 1.0},
+        {"params": 2, "flops": 2, "p50_ms": 2.0},
+        {"params": 3, "flops": 1, "p50_ms": 3.0},
+    ]
+    out = latency_recipe.rank_correlations(rows)
+    assert out["spearman/params_vs_latency"] == pytest.approx(1.0)
+    assert out["spearman/flops_vs_latency"] == pytest.approx(-1.0)
+    assert out["kendall/flops_vs_latency"] == pytest.approx(-1.0)
+
+
+def test_bad_model_name_fails_before_measuring() -> None:
+    with pytest.raises(ValueError, match="Model_<hidden>"):
+        latency_recipe.LatencyRecipeConfig(space="list", models=["Model_1_2"])
