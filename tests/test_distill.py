@@ -63,6 +63,21 @@ def student_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "student" / "model.safetensors")
 
 
+def run_killed_at(step: int, cfg, monkeypatch) -> None:
+    """Run the recipe and kill it (as Ctrl-C / SIGINT would) when training reaches ``step``."""
+    original = DistillationModule.training_step
+
+    def dies(self, batch, batch_idx):
+        if self.global_step == step:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DistillationModule, "training_step", dies)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            distill.run(cfg)
+
+
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for name in a:
@@ -266,23 +281,11 @@ def test_killed_and_resumed_run_matches_uninterrupted(
     """Kill at step 10 (inside block 2's stage; last checkpoint at 8), re-run the same command: the
     final student equals that of a run that was never interrupted."""
     full = distill.run(tiny_run_config(tmp_path / "full", tiny_teacher_dir, pairs_corpus))
-
-    original = DistillationModule.training_step
-
-    def dies_at_step_10(self, batch, batch_idx):
-        if self.global_step == 10:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(DistillationModule, "training_step", dies_at_step_10)
-    cfg = tiny_run_config(tmp_path / "killed", tiny_teacher_dir, pairs_corpus)
     assert stage_at(progressive_schedule(2, 40, 0.48), 10).block == 1
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
-        distill.run(cfg)
+    run_killed_at(10, tiny_run_config(tmp_path / "killed", tiny_teacher_dir, pairs_corpus), monkeypatch)
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    monkeypatch.setattr(DistillationModule, "training_step", original)
     resumed = distill.run(tiny_run_config(tmp_path / "killed", tiny_teacher_dir, pairs_corpus))
     assert resumed["steps"] == full["steps"] == 40
     assert_same_weights(student_weights(tmp_path / "full"), student_weights(tmp_path / "killed"))
@@ -313,17 +316,7 @@ def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_p
 def test_resume_with_another_config_fails_clearly(
     tiny_teacher_dir, pairs_corpus, tmp_path, monkeypatch
 ) -> None:
-    original = DistillationModule.training_step
-
-    def dies_at_step_6(self, batch, batch_idx):
-        if self.global_step == 6:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(DistillationModule, "training_step", dies_at_step_6)
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
-        distill.run(tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus))
-    monkeypatch.setattr(DistillationModule, "training_step", original)
+    run_killed_at(6, tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus), monkeypatch)
     with pytest.raises(ValueError, match="different config.*recipe.resume=false"):
         distill.run(
             tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus, "recipe.losses.alpha=0.9")
