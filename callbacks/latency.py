@@ -2,10 +2,10 @@
 
 ``measure_latency(model_or_config, cfg)`` times forward passes of a model, or of a *freshly built*
 student from a config (no trained weights needed, so it can run before or beside distillation):
-warm-up runs, then ``repeats`` timed passes with proper synchronisation (CUDA events on GPU; a fixed
+warm-up runs, then ``rounds`` x ``repeats`` timed passes with proper synchronisation (CUDA events on GPU; a fixed
 thread count on CPU). It returns p50 / p90 / mean / std (ms), the coefficient of variation,
-throughput (sequences/s) and peak memory. A noisy measurement (CV above ``max_cv``) is repeated up to
-``max_retries`` times and flagged if it stays noisy. Results are cached per (architecture, device
+throughput (sequences/s) and peak memory. p50 is the median of the rounds' medians; a measurement whose
+round medians spread by more than ``max_cv`` is repeated up to ``max_retries`` times, then flagged. Results are cached per (architecture, device
 fingerprint, dtype, batch, sequence length, backend, library versions): each architecture is measured
 once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and friends.
 """
@@ -36,6 +36,7 @@ from modules.student import StudentConfig, StudentModel
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "compile", "onnxruntime")
+CACHE_FORMAT = 2  # bump when LatencyResult's fields change: older entries then simply miss
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -49,9 +50,12 @@ class LatencyConfig:
     seq_len: int = 128
     backend: str = "eager"  # eager | compile (torch.compile) | onnxruntime
     warmup: int = 10
-    repeats: int = 50
+    repeats: int = 50  # timed passes per round
+    rounds: int = (
+        3  # p50 = median of the rounds' medians: a burst of machine noise moves one round, not the result
+    )
     threads: int | None = None  # CPU threads while timing; null = torch's current setting
-    max_cv: float = 0.05  # std / mean above this is noisy: re-measure, then flag
+    max_cv: float = 0.05  # relative spread of the round medians ((max - min) / p50) above this is noisy
     max_retries: int = 2
     cache_path: str | None = "~/.cache/distill-recipes/latency.json"  # null: no cache
 
@@ -60,7 +64,7 @@ class LatencyConfig:
             raise ValueError(f"latency.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"latency.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
-        for name in ("batch_size", "seq_len", "repeats"):
+        for name in ("batch_size", "seq_len", "repeats", "rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.max_retries < 0:
@@ -74,6 +78,7 @@ class LatencyConfig:
 @dataclass
 class LatencyResult:
     p50_ms: float
+    p50_spread: float  # (max - min) / median of the round medians
     p90_ms: float
     mean_ms: float
     std_ms: float
@@ -86,7 +91,16 @@ class LatencyResult:
     cached: bool = False
 
     def as_metrics(self, prefix: str = "latency/") -> dict[str, float]:
-        keys = ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb")
+        keys = (
+            "p50_ms",
+            "p50_spread",
+            "p90_ms",
+            "mean_ms",
+            "std_ms",
+            "cv",
+            "throughput_seq_s",
+            "peak_memory_mb",
+        )
         out = {prefix + k: float(getattr(self, k)) for k in keys}
         out[prefix + "noisy"] = float(self.noisy)
         return out
@@ -151,6 +165,7 @@ def cache_key(arch: str, fingerprint: str, cfg: LatencyConfig) -> str:
         "seq": cfg.seq_len,
         "backend": cfg.backend,
         "versions": [torch.__version__, transformers.__version__],
+        "format": CACHE_FORMAT,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -234,13 +249,20 @@ def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[floa
         return times
 
 
-def summarise(times: list[float], batch_size: int) -> dict[str, float]:
-    ordered = sorted(times)
+def summarise(rounds: list[list[float]], batch_size: int) -> dict[str, float]:
+    """p50: median of the per-round medians; the other statistics pool every timed pass."""
+    ordered = sorted(t for times in rounds for t in times)
+    medians = [statistics.median(times) for times in rounds]
     p90_index = min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))
     mean = statistics.fmean(ordered)
     std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
     return {
-        "p50_ms": statistics.median(ordered),
+        "p50_ms": statistics.median(medians),
+        # How far the p50 could move between rounds: what decides whether it is trusted. With one round,
+        # the pooled CV stands in for it.
+        "p50_spread": (max(medians) - min(medians)) / statistics.median(medians)
+        if len(rounds) > 1
+        else std / mean,
         "p90_ms": ordered[p90_index],
         "mean_ms": mean,
         "std_ms": std,
@@ -274,21 +296,28 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         fn = prepare(model, cfg, device, inputs)
-        stats, attempts = summarise(time_calls(fn, device, cfg.warmup, cfg.repeats), cfg.batch_size), 1
-        while stats["cv"] > cfg.max_cv and attempts <= cfg.max_retries:
-            stats, attempts = summarise(time_calls(fn, device, 1, cfg.repeats), cfg.batch_size), attempts + 1
+        time_calls(fn, device, cfg.warmup, 0)
+
+        def measure() -> dict[str, float]:
+            return summarise(
+                [time_calls(fn, device, 1, cfg.repeats) for _ in range(cfg.rounds)], cfg.batch_size
+            )
+
+        stats, attempts = measure(), 1
+        while stats["p50_spread"] > cfg.max_cv and attempts <= cfg.max_retries:
+            stats, attempts = measure(), attempts + 1
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     finally:
         torch.set_num_threads(previous_threads)
-    noisy = stats["cv"] > cfg.max_cv
+    noisy = stats["p50_spread"] > cfg.max_cv
     if noisy:
         log.warning(
-            "latency measurement stayed noisy after %d attempts (cv %.3f > %.3f)",
+            "latency p50 stayed unstable after %d attempts (round medians spread %.3f > latency.max_cv %.3f)",
             attempts,
-            stats["cv"],
+            stats["p50_spread"],
             cfg.max_cv,
         )
     result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint)

@@ -145,7 +145,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
                     "name": config.name,
                     "params": num_parameters(config),
                     "flops": flops(config, measure.seq_len, measure.batch_size),
-                    **{k: getattr(result, k) for k in ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb", "noisy", "cached")},
+                    **{k: getattr(result, k) for k in ("p50_ms", "p50_spread", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb", "noisy", "cached")},
                 }
             )  # fmt: skip
             progress.advance(task)

@@ -53,9 +53,13 @@ def test_statistics_are_sane_and_ordered(tmp_path) -> None:
 
 
 def test_summarise_against_hand_computed_values() -> None:
-    stats = summarise([4.0, 1.0, 3.0, 2.0, 10.0], batch_size=1)
+    stats = summarise([[4.0, 1.0, 3.0, 2.0, 10.0]], batch_size=1)
     assert stats["p50_ms"] == 3.0 and stats["p90_ms"] == 10.0 and stats["mean_ms"] == 4.0
     assert stats["std_ms"] == pytest.approx(3.5355, rel=1e-4) and stats["throughput_seq_s"] == 250.0
+    # p50 is the median of round medians: one slow round (a burst of noise) does not move it
+    rounds = summarise([[2.0, 2.0, 2.1], [2.0, 1.9, 2.0], [9.0, 9.5, 9.0]], batch_size=1)
+    assert rounds["p50_ms"] == 2.0 and rounds["mean_ms"] > 4.0
+    assert rounds["p50_spread"] == pytest.approx((9.0 - 2.0) / 2.0)
 
 
 def test_bigger_model_is_slower(tmp_path) -> None:
