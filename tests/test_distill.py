@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from safetensors.torch import load_file
 
 import run
 from callbacks.progressive import apply_stage, progressive_schedule, stage_at
+from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights, build_projections, lr_lambda
 from modules.student import BlockSpec, StudentForPreTraining, StudentSpec
-from modules.teacher import TeacherConfig, load_teacher
+from modules.teacher import Teacher, TeacherConfig, load_teacher
 from modules.teacher_cache import _MEMORY, _MEMORY_BYTES
 from recipes import distill
 
@@ -134,8 +136,6 @@ def test_stage_k_trains_only_block_k(tiny_teacher_dir, pairs_corpus, tmp_path) -
         0,
     )
     cfg = tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus)
-    from datamodules.pretraining import PretrainingDataModule
-
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
     data.setup()
     optimizer = torch.optim.AdamW(
@@ -215,9 +215,17 @@ def test_flash_run_lowers_every_loss(unigram_teacher_dir, pairs_corpus, tmp_path
     )
 
 
-def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
-    """The NSP term reaches the head: a few distillation steps on one fixed batch fit its labels."""
-    teacher = load_teacher(TeacherConfig(name_or_path=str(tiny_teacher_dir)))
+@dataclass
+class TinyParts:
+    teacher: Teacher
+    student: StudentForPreTraining
+    schedule: list
+    batch: dict
+
+
+def tiny_pretraining_parts(teacher_dir: Path, corpus: Path, tmp_path: Path) -> TinyParts:
+    """The tiny teacher, a dropout-free 2-block student, a pre-training-only schedule and step 0's batch."""
+    teacher = load_teacher(TeacherConfig(name_or_path=str(teacher_dir)))
     torch.manual_seed(0)
     spec = StudentSpec(
         num_blocks=2,
@@ -226,15 +234,18 @@ def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
         attention_probs_dropout_prob=0.0,
     )
     student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
-    schedule = progressive_schedule(2, 10, 0.0)  # pre-training only
-    module = DistillationModule(student, teacher, [0, 1], schedule, LossWeights(), None, 0.0, 0)
-    from datamodules.pretraining import PretrainingDataModule
-
     data = PretrainingDataModule(
-        tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus).data, teacher.tokenizer
+        tiny_run_config(tmp_path / "run", teacher_dir, corpus).data, teacher.tokenizer
     )
     data.setup()
-    batch = data.train_batches()[0]
+    return TinyParts(teacher, student, progressive_schedule(2, 10, 0.0), data.train_batches()[0])
+
+
+def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
+    """The NSP term reaches the head: a few distillation steps on one fixed batch fit its labels."""
+    parts = tiny_pretraining_parts(tiny_teacher_dir, pairs_corpus, tmp_path)
+    student, schedule, batch = parts.student, parts.schedule, parts.batch
+    module = DistillationModule(student, parts.teacher, [0, 1], schedule, LossWeights(), None, 0.0, 0)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-2)
     first = None
     for _ in range(60):
@@ -347,22 +358,8 @@ def test_cross_group_errors_before_any_work(
 def test_layerwise_terms_in_pretraining_use_the_loss_weights(
     tiny_teacher_dir, pairs_corpus, tmp_path
 ) -> None:
-    teacher = load_teacher(TeacherConfig(name_or_path=str(tiny_teacher_dir)))
-    spec = StudentSpec(
-        num_blocks=2,
-        block=BlockSpec(24, 16, 2, 32, 1),
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
-    schedule = progressive_schedule(2, 10, 0.0)
-    from datamodules.pretraining import PretrainingDataModule
-
-    data = PretrainingDataModule(
-        tiny_run_config(tmp_path / "run", tiny_teacher_dir, pairs_corpus).data, teacher.tokenizer
-    )
-    data.setup()
-    batch = data.train_batches()[0]
+    parts = tiny_pretraining_parts(tiny_teacher_dir, pairs_corpus, tmp_path)
+    teacher, student, schedule, batch = parts.teacher, parts.student, parts.schedule, parts.batch
 
     def total(**weights) -> tuple[float, dict]:
         module = DistillationModule(student, teacher, [0, 1], schedule, LossWeights(**weights), None, 0.0, 0)
