@@ -51,7 +51,7 @@ from modules.student import BlockSpec, StudentSpec
 
 CACHE = Path("~/.cache/distill-recipes/bench_search").expanduser()
 BASELINE = (512, 128, 4, 512, 4)
-console = Console()
+console = Console(width=150)  # the result table stays one line per optimizer in a log file
 
 
 def latency_table(blocks: int) -> dict[tuple, float]:

@@ -105,6 +105,12 @@ class Candidate:
 def run(cfg: RunConfig) -> dict[str, float]:
     recipe: AutoDistillConfig = cfg.recipe
     search_cfg: SearchConfig = cfg.search
+    if search_cfg.num_workers != 1:
+        raise ValueError(
+            f"search.num_workers={search_cfg.num_workers}: recipe=autodistill trains one student at a time in this "
+            "process; for parallel trials run the search as Hydra jobs (python run.py -m recipe=flash_distill "
+            "hydra/sweeper=pareto hydra/launcher=submitit_local hydra.sweeper.num_workers=N)"
+        )
     if search_cfg.space.block is not None and search_cfg.space.prefix != "student":
         raise ValueError(
             "search.space.prefix must be 'student' in recipe=autodistill (the trials are distillations)"

@@ -29,6 +29,7 @@ from rich.progress import Progress  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from callbacks.latency import measure_latency  # noqa: E402
+from hydra_plugins.pareto_sweeper import TABLE1  # noqa: E402  (AutoDistill Table 1: 576 blocks)
 from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters  # noqa: E402
 from recipes.common import write_metrics  # noqa: E402
 from recipes.config import RunConfig  # noqa: E402
@@ -36,14 +37,6 @@ from recipes.config import RunConfig  # noqa: E402
 log = logging.getLogger(__name__)
 
 SPACES = ("student", "list", "table1")
-# AutoDistill Table 1: 4 x 4 x 4 x 3 x 3 = 576 blocks.
-TABLE1 = {
-    "hidden_size": (128, 256, 384, 512),
-    "bottleneck_size": (64, 96, 128, 160),
-    "num_heads": (1, 2, 4, 8),
-    "intermediate_size": (384, 512, 640),
-    "num_ffn": (2, 4, 6),
-}
 
 
 @dataclass

@@ -358,13 +358,13 @@ class ParetoSearch:
 
         losses = record.losses(self.cfg.objectives) if record is not None else None
         multi = len(self.cfg.objectives) > 1
+        if losses is not None and self.reference is None:
+            self.reference = self._reference_from(losses)  # no baseline: anchored on the first good trial
         if losses is None:
             if self.reference is None:
                 return  # nothing sensible to tell yet: the proposal simply stays un-told
             losses = [r + 0.5 * max(abs(r), 1e-6) for r in self.reference]
         if multi and not self._told_reference:
-            if self.reference is None:
-                self.reference = [x + 0.5 * max(abs(x), 1e-6) for x in losses]
             opt.tell(ng.p.MultiobjectiveReference(), list(self.reference))
             self._told_reference = True
         with warnings.catch_warnings():
@@ -429,10 +429,15 @@ class ParetoSearch:
             metrics=metrics, error=error, started=started, duration_s=round(duration, 3),
         )  # fmt: skip
 
-    def _violations(self, metrics: dict[str, float]) -> dict[str, float]:
-        out = {}
+    def _violations(self, metrics: dict[str, float], partial: bool = False) -> dict[str, Any]:
+        """Constraints the metrics break. A constraint metric that is missing or NaN breaks it too
+        (a misspelt name must not leave the search unconstrained), except in a partial (pre-training) check."""
+        out: dict[str, Any] = {}
         for c in self.cfg.constraints:
-            if c.name in metrics and c.violation(metrics[c.name]) > 0:
+            if c.name not in metrics:
+                if not partial:
+                    out[c.name] = "missing from the trial's metrics"
+            elif not math.isfinite(metrics[c.name]) or c.violation(metrics[c.name]) > 0:
                 out[c.name] = metrics[c.name]
         return out
 
@@ -443,15 +448,17 @@ class ParetoSearch:
         started, t0 = _now(), time.perf_counter()
         try:
             known = _clean_metrics(self.pretrial(trial, {c.name for c in self.cfg.constraints}))
-        except Exception as err:  # noqa: BLE001 - e.g. an impossible block shape: record, do not train
+        except ValueError as err:  # an impossible student (e.g. heads do not divide the width): not trained
             rec = self._record(trial, {}, f"{type(err).__name__}: {err}", started, time.perf_counter() - t0)
-            rec.status = "infeasible"
+            rec.status, rec.feasible = "infeasible", False
             return rec
-        if not self._violations(known):
+        # Anything else (no teacher config, a broken device) is not the proposal's fault: it stops the search.
+        violated = self._violations(known, partial=True)
+        if not violated:
             return None
         rec = self._record(trial, known, None, started, time.perf_counter() - t0)
         rec.status, rec.feasible = "infeasible", False
-        rec.error = f"not trained: violates {self._violations(known)}"
+        rec.error = f"not trained: violates {violated}"
         return rec
 
     def run(self) -> SearchResult:
@@ -482,22 +489,48 @@ class ParetoSearch:
             [int(r.trial) for r in replayed] + [t.index for t in resubmit if t.kind == "trial"] + [-1]
         )
         proposals = len(replayed)
+        repeats = 0  # proposals of students already evaluated (a converging optimiser makes many)
         workers = self.cfg.num_workers
         progress = _Progress(self.cfg.budget, self._trained(), self.progress)
 
         def trained_or_running() -> int:
             return self._trained() + sum(1 for t in in_flight.values() if t.kind == "trial")
 
-        with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
-            futures: dict[Future, Trial] = {}
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else _Inline()
+        futures: dict[Future, Trial] = {}
 
-            def submit(trial: Trial) -> None:
-                in_flight[trial.index] = trial
-                with self._lock:
-                    self._save(in_flight)
-                progress.start(trial)
-                futures[pool.submit(self._run_one, trial)] = trial
+        def submit(trial: Trial) -> None:
+            in_flight[trial.index] = trial
+            with self._lock:
+                self._save(in_flight)
+            progress.start(trial)
+            futures[pool.submit(self._run_one, trial)] = trial
 
+        def finish(fut: Future) -> None:
+            trial = futures.pop(fut)
+            rec = fut.result()
+            self.records[trial.index] = rec
+            in_flight.pop(trial.index, None)
+            with self._lock:
+                self._save(in_flight)  # first: whatever happens next, this result is on disk
+            if trial.kind == "baseline":
+                self._set_reference_from(rec)
+                if trial.assigned:  # a proposal of the baseline's own student reuses its result
+                    seen[architecture_key(trial.assigned)] = rec
+            else:
+                seen[trial.key] = rec
+                self._tell(opt, candidates.pop(trial.index), rec)
+            result = self.result()
+            progress.finish(rec, result)
+            try:
+                if self.reports:
+                    write_reports(result, self.cfg)
+                if self.on_update is not None:
+                    self.on_update(result)
+            except Exception as err:  # noqa: BLE001 - a report is not worth the search
+                log.warning("could not refresh the reports in %s: %s", self.dir, err)
+
+        try:
             # The baseline first (once), then trials that were in flight when the last run stopped.
             if (
                 self.baseline is not None
@@ -516,12 +549,13 @@ class ParetoSearch:
                     if any(t.kind == "baseline" for t in in_flight.values()) and self.reference is None:
                         break  # the baseline sets the default reference point: wait for it
                     candidate = opt.ask()
-                    proposals += 1
                     trial = self._trial(next_index, candidate.value)
-                    if trial.key in seen or trial.key in {t.key for t in in_flight.values()}:
-                        # Already evaluated (or running): reuse its result instead of training it twice.
-                        if trial.key in seen:
-                            self._tell(opt, candidate, seen[trial.key])
+                    if trial.key in {t.key for t in in_flight.values()}:
+                        break  # proposed again while it runs: wait for its result rather than burn proposals
+                    proposals += 1
+                    if trial.key in seen:
+                        self._tell(opt, candidate, seen[trial.key])  # evaluated already: never trained twice
+                        repeats += 1
                         continue
                     rejected = self._precheck(trial)
                     next_index += 1
@@ -529,9 +563,9 @@ class ParetoSearch:
                         log.info("trial %d (%s): %s", trial.index, trial.name, rejected.error)
                         self.records[trial.index] = rejected
                         seen[trial.key] = rejected
-                        self._tell(opt, candidate, rejected)
                         with self._lock:
                             self._save(in_flight)
+                        self._tell(opt, candidate, rejected)
                         continue
                     candidates[trial.index] = candidate
                     submit(trial)
@@ -539,29 +573,26 @@ class ParetoSearch:
                     break
                 done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    trial = futures.pop(fut)
-                    rec = fut.result()
-                    self.records[trial.index] = rec
-                    in_flight.pop(trial.index, None)
-                    if trial.kind == "baseline":
-                        self._set_reference_from(rec)
-                    else:
-                        seen[trial.key] = rec
-                        self._tell(opt, candidates.pop(trial.index), rec)
-                    with self._lock:
-                        self._save(in_flight)
-                    result = self.result()
-                    progress.finish(rec, result)
-                    if self.reports:
-                        write_reports(result, self.cfg)
-                    if self.on_update is not None:
-                        self.on_update(result)
+                    finish(fut)
             if proposals >= self.cfg.proposal_limit and self._trained() < self.cfg.budget:
                 log.warning(
-                    "search stopped after %d proposals with %d of %d trials trained: the space is exhausted or "
-                    "mostly infeasible (raise max_proposals or relax the constraints)",
-                    proposals, self._trained(), self.cfg.budget,
+                    "search stopped after %d proposals with %d of %d trials trained: %d proposals repeated students "
+                    "already evaluated and %d were infeasible (raise max_proposals, relax the constraints, or use an "
+                    "optimizer that keeps exploring)",
+                    proposals, self._trained(), self.cfg.budget, repeats,
+                    sum(r.status == "infeasible" for r in self.records.values()),
                 )  # fmt: skip
+        except BaseException:
+            # Ctrl-C, a kill signal turned exception, a bug: keep every finished result, leave the rest pending
+            # (pending.json) for the next run, and do not wait for trials still running.
+            for fut in [f for f in futures if f.done() and f.exception() is None]:
+                finish(fut)
+            with self._lock:
+                self._save(in_flight)
+            pool.shutdown(wait=False, cancel_futures=True)
+            progress.close()
+            raise
+        pool.shutdown(wait=True)
         progress.close()
         result = self.result()
         write_reports(result, self.cfg)
@@ -571,13 +602,16 @@ class ParetoSearch:
         return sum(1 for r in self.records.values() if r.kind == "trial" and r.status in ("ok", "failed"))
 
     def _set_reference_from(self, rec: TrialRecord) -> None:
-        if self.reference is not None or rec.status != "ok":
-            return
-        losses = [o.loss(rec.objectives[o.name]) for o in self.cfg.objectives]
-        refs = [o.ref for o in self.cfg.objectives]
-        self.reference = [
-            o.loss(r) if r is not None else x + 0.5 * max(abs(x), 1e-6)
-            for o, r, x in zip(self.cfg.objectives, refs, losses)
+        if self.reference is None and rec.status == "ok" and rec.feasible:
+            self.reference = self._reference_from(
+                [o.loss(rec.objectives[o.name]) for o in self.cfg.objectives]
+            )
+
+    def _reference_from(self, losses: list[float]) -> list[float]:
+        """Each objective's explicit ref where given, else 50% worse than these losses."""
+        return [
+            o.loss(o.ref) if o.ref is not None else x + 0.5 * max(abs(x), 1e-6)
+            for o, x in zip(self.cfg.objectives, losses)
         ]
 
     def result(self) -> SearchResult:
@@ -598,19 +632,16 @@ class _Inline:
     """One worker: run the trial right here. Torch's CPU thread pool is per calling thread, so training or
     timing in a helper thread next to the main one makes them contend (we measured 2-3x slower latency)."""
 
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
     def submit(self, fn: Callable, *args: Any) -> Future:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as err:  # noqa: BLE001 - surfaced by future.result(), as a pool would
+        except Exception as err:  # noqa: BLE001 - surfaced by future.result(), as a pool would
             future.set_exception(err)
-        return future
+        return future  # KeyboardInterrupt and friends propagate at once, as they would in a plain call
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 A candidate is turned into *assignments*, ``{dotted config key: value}``, which the Hydra sweeper
 formats as command-line overrides and the in-process pipeline applies to its config directly: both
 paths train exactly the same student. Parameters use Hydra's own sweep syntax (``choice(a,b)``,
-``range(2,7)``, ``interval(0.1,0.5)``, ``tag(log, interval(1e-5,1e-3))``), as the Hydra sweepers
+``range(2,7)``, ``interval(0.1,0.5)``, ``tag(log, interval(1e-5,1e-3))``, ``tag(int, interval(100, 1000))``), as the Hydra sweepers
 users already know do. Module-level imports stay light: Hydra imports every plugin module at start-up.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,11 @@ class SpaceConfig:
                 )
         for key, expr in self.param_expressions.items():
             parse_expression(f"space.params.{key}", expr)
+            if self.block is not None and key.startswith(f"{self.prefix}."):
+                raise ValueError(
+                    f"space.params: {key} is part of the searched architecture; set space.num_blocks / "
+                    f"space.block / space.per_block instead (or space.block=null to search {key} alone)"
+                )
 
     @property
     def param_expressions(self) -> dict[str, str]:
@@ -128,7 +134,8 @@ def parse_expression(where: str, expr: Any) -> Parameter:
         log = "log" in value.tags
         if log and value.start <= 0:
             raise ValueError(f"{where}={expr!r}: a log interval needs a positive start")
-        integer = isinstance(value.start, int) and isinstance(value.end, int)
+        # Hydra makes interval ends floats; tag(int, interval(a, b)) asks for whole numbers.
+        integer = "int" in value.tags
         return Parameter(low=value.start, high=value.end, log=log, integer=integer)
     return Parameter(options=[value])  # a plain value: fixed
 
@@ -216,7 +223,10 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value) if any(c in value for c in " ,=[]{}()'\":") else value
+        # Always quoted: unquoted, Hydra would read "1" as an int, "null" as None, "a b" as an error.
+        # Hydra's quoted strings: a backslash run is literal unless a quote (or the closing quote) follows it.
+        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+        return "'" + escaped + "'"
     return str(value)
 
 

@@ -8,11 +8,12 @@
 Each trial is a Hydra job (any launcher) whose overrides set the proposed student; its return value
 (the recipe's metrics dict) supplies the objectives. Sweep expressions on the command line
 (``recipe.optimizer.lr='tag(log, interval(1e-4,1e-3))'``) join the searched space; plain overrides apply
-to every trial. The loop, ledger and reports are in ``search.py``; see the README's "Search" section.
+to every trial. The loop, ledger and reports are in ``_search.py``; see the README's "Search" section.
 """
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,18 @@ class ParetoSweeper(Sweeper):
                              overrides=[*self.baseline, "hydra.sweep.subdir=baseline"])  # fmt: skip
         # Fail on a misspelt key now, not in every trial: compose the baseline and one proposal.
         self.validate_batch_is_legal([fixed + t.overrides for t in [baseline] if t] + [fixed + _sample(cfg)])
-        pretrial_fn = _import(self.pretrial_target) if self.pretrial_target else None
+        # Only constraints need the pre-training check (and its imports: torch, the student).
+        pretrial_fn = _import(self.pretrial_target) if self.pretrial_target and cfg.constraints else None
+        if (
+            pretrial_fn
+            and any(c.name.startswith("latency/") for c in cfg.constraints)
+            and not _local(self.launcher)
+        ):
+            log.warning(
+                "latency constraints are checked before training on this machine (%s), but trials run through %s: "
+                "run the sweep on the target device type, or constrain params / flops_per_seq@128 instead",
+                os.uname().nodename, type(self.launcher).__name__,
+            )  # fmt: skip
 
         def launch(trial: Trial) -> Any:
             job_idx = trial.index if isinstance(trial.index, int) else -1  # the baseline: its own subdir
@@ -156,6 +168,11 @@ def _sample(cfg: SearchConfig) -> list[str]:
     from hydra_plugins.pareto_sweeper._space import assignments, parametrization
 
     return to_overrides(assignments(cfg.space, parametrization(cfg.space, cfg.seed).value))
+
+
+def _local(launcher: Any) -> bool:
+    """Trials run on this machine (so latency measured here is the trials' latency)."""
+    return type(launcher).__name__ in ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 
 
 def _import(target: str):

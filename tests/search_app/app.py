@@ -43,7 +43,11 @@ def pretrial(cfg: DictConfig, names: set[str]) -> dict[str, float]:
 def main(cfg: DictConfig) -> dict[str, float]:
     calls = Path(cfg.calls_dir)
     calls.mkdir(parents=True, exist_ok=True)
-    record = {"job": HydraConfig.get().job.num, "student": OmegaConf.to_container(cfg.student)}
+    record = {
+        "job": HydraConfig.get().job.num,
+        "student": OmegaConf.to_container(cfg.student),
+        "sleep_s": cfg.sleep_s,
+    }
     (calls / f"{os.getpid()}-{time.time_ns()}.json").write_text(json.dumps(record))
     time.sleep(cfg.sleep_s)
     heads = blocks_of(cfg.student)[0].num_heads
