@@ -35,7 +35,8 @@ from modules.teacher import TeacherConfig
 from recipes.config import RunConfig, TrainerConfig
 
 CONF = Path(run.__file__).parent / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+# conf/hydra/ holds options of Hydra's own groups (hydra/launcher=slurm), tested in tests/test_search.py.
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 
 # Group -> the schema its option lands in on RunConfig (recipe: per recipe, from run.RECIPES).
