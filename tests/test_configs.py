@@ -149,7 +149,7 @@ def test_an_options_own_values_survive_composition(compose_run: Compose, group: 
 def test_default_composition(compose_run: Compose, tmp_path: Path) -> None:
     rc = run.to_run_config(compose_run(), str(tmp_path))
     assert (
-        rc.recipe.name == "autodistill" and rc.recipe.flash_fraction == 0.2 and rc.recipe.regular_steps == 300
+        rc.recipe.name == "autodistill" and rc.recipe.flash_fraction == 0.2 and rc.recipe.regular_steps == 250
     )
     assert rc.search.optimizer == "bo" and rc.search.budget == 8 and rc.search.space.num_blocks == 4
     assert [(o.name, o.direction) for o in rc.search.objectives] == [

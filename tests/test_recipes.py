@@ -139,6 +139,9 @@ def autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path) -> list[str]:
         "recipe.regular_steps=40",
         "recipe.flash_fraction=0.25",
         "recipe.teacher_cache.max_gb=0.5",
+        "recipe.downstream.max_steps=4",
+        "task.max_examples=64",
+        f"task.cache_dir={tmp_path / 'task_cache'}",
         # explicit references: every trial counts toward the hypervolume, whatever this machine's timings
         "search.objectives=[{name: val/mlm_acc, direction: max, ref: 0.0}, {name: latency/p50_ms, direction: min, ref: 1000}]",
         *tiny_overrides(tiny_teacher_dir, pairs_corpus, tmp_path),
@@ -175,6 +178,11 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
         and (run_dir / "pareto.png").exists()
         and (run_dir / "flash_vs_regular.png").exists()
     )
+    # stage 4: every regular-distilled student and the teacher fine-tuned on the task, scores in the report
+    for name in [*regular, "teacher"]:
+        ft = json.loads((run_dir / "finetune" / name / "metrics.json").read_text())
+        assert ft["steps"] == 4 and 0 <= ft["test/score"] <= 100
+    assert "| sentiment score |" in report and f"{metrics['baseline/downstream_score']:.2f} |" in report
 
     again = run_py(*overrides, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

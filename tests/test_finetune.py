@@ -1,0 +1,136 @@
+"""Downstream fine-tuning: each metric against a hand-computed example, the KD loss against its formula,
+and recipe=finetune end to end on a tiny random model and a tiny learnable local task."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modules.finetuning import GLUE_METRICS, build_metrics, kd_loss, metric_names, task_score
+from tests.test_recipes import run_py
+
+
+def test_classification_metrics_match_hand_computed_values() -> None:
+    preds = torch.tensor([1, 1, 0, 0, 1, 0, 1, 1])
+    labels = torch.tensor([1, 0, 0, 0, 1, 1, 1, 1])
+    # TP=4 (idx 0,4,6,7), FP=1 (idx 1), TN=2 (idx 2,3), FN=1 (idx 5)
+    tp, fp, tn, fn = 4, 1, 2, 1
+    metrics = build_metrics(("acc", "f1", "mcc"), num_labels=2)
+    metrics.update(preds, labels)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["acc"] == pytest.approx((tp + tn) / 8)
+    assert values["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    mcc = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert values["mcc"] == pytest.approx(mcc)
+    assert task_score({"f1": values["f1"], "acc": values["acc"]}) == pytest.approx(100 * (0.8 + 0.75) / 2)
+
+
+def test_regression_metrics_match_hand_computed_values() -> None:
+    preds = torch.tensor([1.0, 2.0, 3.0, 5.0])
+    labels = torch.tensor([1.5, 1.0, 4.0, 4.5])
+    metrics = build_metrics(("pearson", "spearman"), num_labels=1)
+    metrics.update(preds, labels)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    p, y = preds - preds.mean(), labels - labels.mean()
+    assert values["pearson"] == pytest.approx(float((p * y).sum() / (p.norm() * y.norm())), abs=1e-6)
+    # ranks: preds 1,2,3,4; labels 2,1,3,4 -> d^2 = 1+1+0+0 -> 1 - 6*2/(4*15) = 0.8
+    assert values["spearman"] == pytest.approx(0.8, abs=1e-6)
+
+
+def test_metric_names_are_glues_official_ones() -> None:
+    assert metric_names("cola", 2) == ("mcc",) and metric_names("stsb", 1) == ("pearson", "spearman")
+    assert metric_names("mrpc", 2) == ("f1", "acc") and metric_names("qqp", 2) == ("f1", "acc")
+    assert all(metric_names(t, 2) == ("acc",) for t in ("sst2", "mnli", "qnli", "rte", "wnli"))
+    assert set(GLUE_METRICS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
+    assert metric_names(None, 2) == ("acc", "f1") and metric_names(None, 3) == ("acc",)
+
+
+def test_kd_loss_is_temperature_scaled_kl_to_the_teacher() -> None:
+    torch.manual_seed(0)
+    s, t, temp = torch.randn(5, 3), torch.randn(5, 3), 2.0
+    p_t, p_s = F.softmax(t / temp, -1), F.softmax(s / temp, -1)
+    naive = sum(float((p_t[i] * (p_t[i].log() - p_s[i].log())).sum()) for i in range(5)) / 5 * temp**2
+    assert float(kd_loss(s, t, temp, regression=False)) == pytest.approx(naive, rel=1e-5)
+    assert float(kd_loss(s, s, temp, regression=False)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd_loss(s[:, :1], t[:, :1], temp, regression=True)) == pytest.approx(
+        float(((s[:, 0] - t[:, 0]) ** 2).mean())
+    )
+
+
+@pytest.fixture(scope="module")
+def sentiment_tsv(tmp_path_factory) -> Path:
+    """300 rows, label = whether the sentence holds a positive word: learnable by a tiny model."""
+    rng = random.Random(0)
+    pos, neg = ["good", "great", "funny", "happy", "love"], ["bad", "awful", "boring", "sad", "hate"]
+    filler = ["the", "movie", "film", "plot", "story", "was", "very", "really", "and", "actor"]
+    rows = ["text\tlabel"]
+    for _ in range(300):
+        label = rng.random() < 0.5
+        words = rng.choices(filler, k=rng.randint(3, 6)) + [rng.choice(pos if label else neg)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)}\t{int(label)}")
+    path = tmp_path_factory.mktemp("task") / "sentiment.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def finetune_overrides(model: Path, tsv: Path, tmp_path: Path, run: str = "run") -> list[str]:
+    return [
+        "recipe=finetune", f"recipe.model={model}", "recipe.epochs=6", "recipe.optimizer.lr=3e-3",
+        "trainer.enable_progress_bar=false", f"task.path={tsv}", "task.format=tsv", "task.text_columns=[text]",
+        "task.label_column=label", "task.binarize_at=null", "task.batch_size=16", "task.max_seq_len=16",
+        f"task.cache_dir={tmp_path / 'cache'}", "latency.seq_len=16", "latency.repeats=3", "latency.max_cv=10",
+        f"latency.cache_path={tmp_path / 'latency.json'}", f"hydra.run.dir={tmp_path / run}",
+    ]  # fmt: skip
+
+
+def test_finetune_learns_a_tiny_task_and_task_kd_runs(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
+    proc = run_py(*finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/acc"] > 0.8 and metrics["test/acc"] > 0.8  # chance is 0.5
+    assert metrics["val/score"] == pytest.approx(100 * (metrics["val/acc"] + metrics["val/f1"]) / 2)
+    assert (run_dir / "model" / "config.json").exists() and "latency/p50_ms" in metrics
+    predictions = (run_dir / "predictions" / "sentiment.tsv").read_text().splitlines()
+    assert predictions[0] == "index\tprediction" and len(predictions) - 1 == 30  # 10% of 300
+
+    # task KD from the fine-tuned model into a fresh copy of the random one
+    kd = finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path, run="kd") + [
+        f"recipe.task_kd.teacher={run_dir / 'model'}",
+        "recipe.task_kd.gamma=0.7",
+        "recipe.max_steps=95",  # ends mid-epoch (17 steps each): the final model is validated too
+    ]
+    proc = run_py(*kd, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    csv_log = (tmp_path / "kd" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/kd" in csv_log.splitlines()[0]
+    kd_metrics = json.loads((tmp_path / "kd" / "metrics.json").read_text())
+    assert kd_metrics["steps"] == 95 and kd_metrics["val/acc"] > 0.8
+
+
+def test_finetune_names_a_wrong_label_column_before_training(
+    tiny_teacher_dir, sentiment_tsv, tmp_path
+) -> None:
+    overrides = finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path) + ["task.label_column=stars"]
+    proc = run_py(*overrides, cwd=tmp_path)
+    assert proc.returncode != 0 and "stars" in proc.stderr and "label" in proc.stderr
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_task_kd_teacher_with_other_labels_is_refused(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    other = tmp_path / "three_labels"
+    AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir, num_labels=3).save_pretrained(other)
+    overrides = finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path) + [
+        f"recipe.task_kd.teacher={other}"
+    ]
+    proc = run_py(*overrides, cwd=tmp_path)
+    assert proc.returncode != 0 and "has 3 labels but task sentiment has 2" in proc.stderr
