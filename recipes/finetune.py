@@ -125,7 +125,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         if teacher.config.num_labels != data.num_labels:
             raise ValueError(
                 f"recipe.task_kd.teacher has {teacher.config.num_labels} labels but task {cfg.task.name} has "
-                f"{data.num_labels}: give a teacher fine-tuned on this task (python run.py recipe=finetune)"
+                f"{data.num_labels}: give a teacher fine-tuned on this task (recipe=finetune on its model first)"
             )
 
     steps_per_epoch = -(-data.split_sizes["train"] // cfg.task.batch_size)

@@ -385,7 +385,7 @@ def test_recipe_optimizer_builds_an_optimizer(compose_run: Compose, tmp_path: Pa
     default = run.to_run_config(compose_run(f"recipe={name}"), str(tmp_path))
     optimizer = instantiate(default.recipe.optimizer)([weight])  # _partial_: the recipe passes the parameters
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert optimizer.param_groups[0]["lr"] == 5e-4
+    assert optimizer.param_groups[0]["lr"] == default.recipe.optimizer["lr"]  # the recipe's own default
     overridden = run.to_run_config(compose_run(f"recipe={name}", "recipe.optimizer.lr=3e-4"), str(tmp_path))
     optimizer = instantiate(overridden.recipe.optimizer)([weight])
     assert optimizer.param_groups[0]["lr"] == 3e-4
