@@ -204,7 +204,12 @@ def test_default_run_on_real_assets(tmp_path) -> None:
     """`python run.py` as the README says, the AutoDistill pipeline on the real MiniLM teacher and the real
     dialog corpus, offline, with a smaller search and budgets (the full default takes about 12 minutes)."""
     proc = run_py(
-        f"hydra.run.dir={tmp_path / 'run'}", "search.budget=2", "recipe.regular_steps=100", cwd=tmp_path
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "search.budget=2",
+        "recipe.regular_steps=100",
+        "recipe.downstream.max_steps=20",
+        "task.max_examples=300",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
