@@ -202,7 +202,7 @@ def test_autodistill_needs_one_device(tiny_teacher_dir, pairs_corpus, tmp_path) 
 @pytest.mark.slow
 def test_default_run_on_real_assets(tmp_path) -> None:
     """`python run.py` as the README says, the AutoDistill pipeline on the real MiniLM teacher and the real
-    dialog corpus, offline, with a smaller search and budgets (the full default takes about 12 minutes)."""
+    dialog corpus, offline, with a smaller search and budgets (the full default takes about 14 minutes)."""
     proc = run_py(
         f"hydra.run.dir={tmp_path / 'run'}",
         "search.budget=2",
