@@ -57,7 +57,7 @@ SUFFIX_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl"
 UNLABELLED = -1
 
 # Bumped when the cache payload layout changes, so stale files are never read as the new layout.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: GLUE MNLI's test_mismatched split
 
 # Config fields that change how data is served but not what is tokenised: kept out of the cache
 # key so that, e.g., a new batch size reuses the cache. File paths are keyed by content instead.
@@ -719,6 +719,7 @@ class ClassificationDataModule(LightningDataModule):
         self.cache_path: Path | None = None
         self.from_cache = False
         self.validation_splits: list[str] = ["validation"]
+        self.test_splits: list[str] = []
         self._splits: dict[str, TokenizedSplit] = {}
 
     # ----------------------------------------------------------------------------------- setup
@@ -755,6 +756,7 @@ class ClassificationDataModule(LightningDataModule):
         self._splits = {name: TokenizedSplit(**tensors) for name, tensors in payload["splits"].items()}
         self.split_sizes = {name: len(split) for name, split in self._splits.items()}
         self.validation_splits = [n for n in self._splits if n.startswith("validation")]
+        self.test_splits = [n for n in self._splits if n.startswith("test")]
 
     def _local_files(self) -> dict[str, Path]:
         """Split role -> existing file; "all" for a single file split by cfg.split."""
@@ -845,7 +847,14 @@ class ClassificationDataModule(LightningDataModule):
             "validation": validation_names[0],
             "test": validation_names[0].replace("validation", "test"),
         }
+        # MNLI's second (mismatched) validation and test sets keep their GLUE names.
         names.update({name: name for name in validation_names[1:]})
+        names.update(
+            {
+                name.replace("validation", "test"): name.replace("validation", "test")
+                for name in validation_names[1:]
+            }
+        )
         features = dataset["train"].features["label"]
         label_names = (
             [] if num_labels == 1 else list(getattr(features, "names", [str(i) for i in range(num_labels)]))
@@ -858,13 +867,18 @@ class ClassificationDataModule(LightningDataModule):
             rows, _ = parse_labels(rows, num_labels, None, where)
             # GLUE labels are ids already; encode_labels only checks their range.
             labels = encode_labels(
-                rows, num_labels, [str(i) for i in range(num_labels)], where, ours == "test"
+                rows, num_labels, [str(i) for i in range(num_labels)], where, ours.startswith("test")
             )
             splits[ours] = {
                 **tokenize_texts([ex.texts for ex in rows], self.tokenizer, cfg.max_seq_len),
                 "labels": labels,
             }
         return splits, label_names
+
+    @property
+    def test_labelled(self) -> bool:
+        """Whether every test row has a gold label (GLUE's test labels are hidden: -1)."""
+        return bool((self._split("test").labels != UNLABELLED).all())
 
     # ----------------------------------------------------------------------------------- loaders
 
@@ -907,3 +921,7 @@ class ClassificationDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test split in order; ``batch["index"]`` gives each prediction's row in the split."""
         return self._loader("test", self.cfg.eval_batch_size, shuffle=False)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Any split in order (e.g. MNLI's "test_mismatched", which has its own submission file)."""
+        return self._loader(split, self.cfg.eval_batch_size, shuffle=False)

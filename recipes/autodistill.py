@@ -204,7 +204,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     # 5. Report.
     console.rule("[bold]5/5 report")
     tau = flash_fidelity(candidates)
-    metrics = summary_metrics(result, candidates, tau, time.perf_counter() - started)
+    metrics = summary_metrics(result, candidates, teacher_row, tau, time.perf_counter() - started)
     report = write_report(
         run_dir, result, recipe, search_cfg, candidates, teacher_row, tau, metrics, cfg.task.name
     )
@@ -341,7 +341,7 @@ def flash_fidelity(candidates: list[Candidate]) -> float:
 
 
 def summary_metrics(
-    result: SearchResult, candidates: list[Candidate], tau: float, wall: float
+    result: SearchResult, candidates: list[Candidate], teacher_row: dict, tau: float, wall: float
 ) -> dict[str, float]:
     trials = [r for r in result.records if r.kind == "trial"]
     out = {
@@ -362,6 +362,9 @@ def summary_metrics(
         score = downstream_score(c.downstream)
         if score is not None:
             out[f"{key}/downstream_score"] = score
+    teacher_score = downstream_score(teacher_row.get("downstream", {}))
+    if teacher_score is not None:
+        out["teacher/downstream_score"] = teacher_score
     return out
 
 

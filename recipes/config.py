@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from callbacks.latency import LatencyConfig
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
+from datamodules.squad import QATaskConfig
 from hydra_plugins.pareto_sweeper import SearchConfig
 from modules.student import StudentSpec
 from modules.teacher import TeacherConfig
@@ -80,7 +81,7 @@ class RunConfig:
     student: StudentSpec = MISSING
     teacher: TeacherConfig = MISSING
     data: PretrainingDataConfig = MISSING
-    task: TaskDataConfig = MISSING
+    task: Any = MISSING  # TaskDataConfig (classification, task_schema) or QATaskConfig (squad_task_schema)
     trainer: TrainerConfig = MISSING
     latency: LatencyConfig = MISSING  # how latency is measured (recipe=latency, and every distillation run)
     search: SearchConfig = (
@@ -100,6 +101,7 @@ def register_configs(recipe_schemas: dict[str, type]) -> None:
     cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
     cs.store(group="data", name="data_schema", node=PretrainingDataConfig)
     cs.store(group="task", name="task_schema", node=TaskDataConfig)
+    cs.store(group="task", name="squad_task_schema", node=QATaskConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="latency", name="latency_schema", node=LatencyConfig)
     cs.store(group="search", name="search_schema", node=SearchConfig)

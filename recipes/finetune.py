@@ -4,12 +4,17 @@
     python run.py recipe=finetune recipe.model=outputs/autodistill/<time>/regular/baseline/student
     python run.py recipe=finetune recipe.model=<student dir> recipe.task_kd.teacher=<fine-tuned teacher>/model
     python run.py recipe=finetune task=glue task.glue_task=cola          # GLUE, with the network
+    python run.py recipe=finetune task=squad                             # SQuAD v1.1, with the network
+    python run.py -m recipe=finetune ... recipe.optimizer.lr=1e-5,3e-5   # + <sweep dir>/finetune_table.md
 
 Reads top to bottom: model + tokenizer (a student dir, a hub id / dir, or `teacher`: the teacher group's
-model) -> task data (tokenised with that tokenizer, cached) -> optional task-KD teacher (a fine-tuned
-classifier, frozen) -> LightningModule (CE or MSE, (1-γ)·CE + γ·KD with KD) -> Trainer, validation every
-epoch, the best-dev model saved in HF format under <run dir>/model -> test metrics where the test split
-has labels, test predictions in GLUE's submission format -> metrics.json.
+model) -> task data (classification: datamodules/classification.py; QA: datamodules/squad.py, windows
+over long contexts), tokenised with that tokenizer and cached -> the model with the task's head ->
+optional task-KD teacher (fine-tuned on the task, frozen) -> LightningModule (modules/finetuning.py: CE
+or MSE; modules/qa.py: span CE, post-processing to answer text; (1-γ)·CE + γ·KD with KD) -> Trainer,
+validation every epoch, the best-dev model saved in HF format under <run dir>/model -> classification:
+test metrics where the test split has labels, test predictions in GLUE's submission format; SQuAD: the
+best-dev answers -> metrics.json. A multirun's best-dev table: recipes/finetune_table.py.
 """
 
 from __future__ import annotations
@@ -25,13 +30,21 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from datamodules.assets import is_local_path, resolve_path
-from datamodules.classification import UNLABELLED, ClassificationDataModule
+from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.squad import QATaskConfig, SquadDataModule
 from modules.finetuning import FinetuneModule, metric_names
+from modules.qa import QAModule
+from modules.qa import write_predictions as write_qa_predictions
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 
@@ -95,6 +108,16 @@ def model_path(cfg: RunConfig) -> str:
     return name
 
 
+@dataclass
+class TaskSetup:
+    """What ``run`` trains: the task's data, the model with its head, and the LightningModule around it."""
+
+    data: L.LightningDataModule
+    model: torch.nn.Module
+    module: L.LightningModule
+    train_examples: int  # rows (classification) or questions (QA)
+
+
 def run(cfg: RunConfig) -> dict[str, float]:
     recipe: FinetuneConfig = cfg.recipe
     if cfg.trainer.max_steps != -1:
@@ -103,33 +126,15 @@ def run(cfg: RunConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     started = time.perf_counter()
 
-    # Model + its tokenizer; the task's labels decide the head.
+    # Model + its tokenizer; the task decides the head (span head for QA, a classifier with the task's labels).
     path = model_path(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
-    data.setup()
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=data.num_labels)
-    log.info(
-        "fine-tuning %s (%.2fM params) on %s: %s",
-        path,
-        model.num_parameters() / 1e6,
-        cfg.task.name,
-        data.split_sizes,
-    )
+    qa = isinstance(cfg.task, QATaskConfig)
+    task = setup_qa(cfg, path, tokenizer) if qa else setup_classification(cfg, path, tokenizer)
+    data, model, module = task.data, task.model, task.module
+    log.info("fine-tuning %s (%.2fM params) on %s: %s", path, model.num_parameters() / 1e6, cfg.task.name,
+             data.split_sizes)  # fmt: skip
 
-    # Optional task-KD teacher: a classifier fine-tuned on the same task, with the same labels.
-    teacher = None
-    if recipe.task_kd.teacher:
-        teacher_path = str(resolve_path(recipe.task_kd.teacher))
-        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path)
-        if teacher.config.num_labels != data.num_labels:
-            raise ValueError(
-                f"recipe.task_kd.teacher has {teacher.config.num_labels} labels but task {cfg.task.name} has "
-                f"{data.num_labels}: give a teacher fine-tuned on this task (recipe=finetune on its model first)"
-            )
-
-    steps_per_epoch = -(-data.split_sizes["train"] // cfg.task.batch_size)
-    total_steps = recipe.max_steps or recipe.epochs * steps_per_epoch
     model_dir = run_dir / "model"
 
     def save_best(best: dict[str, float]) -> None:  # the best-dev model, in HF format
@@ -137,6 +142,81 @@ def run(cfg: RunConfig) -> dict[str, float]:
             model.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
 
+    module.on_best = save_best
+    callbacks = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    trainer = build_trainer(
+        cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
+        max_steps=module.total_steps, max_epochs=recipe.epochs if recipe.max_steps is None else None,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    # A step budget that ends mid-epoch: judge the final model too.
+    if module.validated_at != trainer.global_step:
+        trainer.validate(module, datamodule=data, verbose=False)
+
+    metrics: dict[str, float] = dict(module.best)
+    metrics.update({"params": float(model.num_parameters()), "steps": float(trainer.global_step),
+                    "train_examples": float(task.train_examples)})  # fmt: skip
+    if qa:  # SQuAD's test set is hidden: the best-dev answers, for the official evaluation script
+        if trainer.is_global_zero:
+            write_qa_predictions(
+                run_dir / "predictions" / f"{cfg.task.name}_dev.json", module.best_predictions
+            )
+    elif "test" in data.split_sizes and recipe.save_model and model_dir.exists():
+        metrics.update(
+            evaluate_test_split(trainer, module, data, model_dir, run_dir / "predictions", cfg.task)
+        )
+    if trainer.is_global_zero and recipe.measure_latency:
+        metrics.update(measure_latency(model, cfg.latency).as_metrics())
+    metrics["wall_time_s"] = time.perf_counter() - started
+    log.info("best dev: %s", {k: round(v, 4) for k, v in module.best.items()})
+    return write_metrics(run_dir, metrics)
+
+
+def total_steps(recipe: FinetuneConfig, train_rows: int, batch_size: int) -> int:
+    return recipe.max_steps or recipe.epochs * -(-train_rows // batch_size)
+
+
+def load_kd_teacher(cfg: RunConfig, auto_class: type, head: str, tokenizer: PreTrainedTokenizerBase):
+    """The task-KD teacher, frozen later by the module; None without ``recipe.task_kd.teacher``.
+
+    It must be fine-tuned for this kind of task (else ``from_pretrained`` would silently add a random head)
+    and read the student's token ids (the same vocabulary).
+    """
+    if not cfg.recipe.task_kd.teacher:
+        return None
+    teacher_path = resolve_path(cfg.recipe.task_kd.teacher)
+    if not teacher_path.exists():
+        raise FileNotFoundError(
+            f"recipe.task_kd.teacher={cfg.recipe.task_kd.teacher!r} -> {teacher_path} does not exist"
+        )
+    teacher = auto_class.from_pretrained(str(teacher_path))
+    architectures = teacher.config.architectures or []
+    if not any(a.endswith(head) for a in architectures):
+        raise ValueError(
+            f"recipe.task_kd.teacher: {teacher_path} holds {architectures or 'an encoder without a head'}, "
+            f"not a model fine-tuned with a {head} head; fine-tune the teacher on task {cfg.task.name} first "
+            "(recipe=finetune recipe.model=teacher) and give its <run dir>/model"
+        )
+    if len(tokenizer) > teacher.config.vocab_size:
+        raise ValueError(
+            f"recipe.task_kd.teacher: its vocabulary ({teacher.config.vocab_size}) is smaller than the "
+            f"student's tokenizer ({len(tokenizer)}); task KD needs both to read the same token ids"
+        )
+    return teacher
+
+
+def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    recipe: FinetuneConfig = cfg.recipe
+    data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
+    data.setup()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=data.num_labels)
+    teacher = load_kd_teacher(cfg, AutoModelForSequenceClassification, "ForSequenceClassification", tokenizer)
+    if teacher is not None and teacher.config.num_labels != data.num_labels:
+        raise ValueError(
+            f"recipe.task_kd.teacher has {teacher.config.num_labels} labels but task {cfg.task.name} has "
+            f"{data.num_labels}: give a teacher fine-tuned on this task (recipe=finetune on its model first)"
+        )
     val_names = tuple(
         "val" if n == "validation" else n.replace("validation", "val") for n in data.validation_splits
     )
@@ -145,50 +225,88 @@ def run(cfg: RunConfig) -> dict[str, float]:
         num_labels=data.num_labels,
         metrics=metric_names(cfg.task.glue_task if cfg.task.source == "glue" else None, data.num_labels),
         optimizer=instantiate(recipe.optimizer),
-        total_steps=total_steps,
+        total_steps=total_steps(recipe, data.split_sizes["train"], cfg.task.batch_size),
         warmup_fraction=recipe.warmup_fraction,
         val_names=val_names,
         kd_teacher=teacher,
         kd_gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
         kd_temperature=recipe.task_kd.temperature,
-        on_best=save_best,
     )
-    callbacks = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
-    trainer = build_trainer(
-        cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
-        max_steps=total_steps, max_epochs=recipe.epochs if recipe.max_steps is None else None,
-        enable_checkpointing=False,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
-    if (
-        module.validated_at != trainer.global_step
-    ):  # a step budget that ends mid-epoch: judge the final model too
-        trainer.validate(module, datamodule=data, verbose=False)
+    return TaskSetup(data, model, module, data.split_sizes["train"])
 
-    metrics: dict[str, float] = dict(module.best)
-    metrics.update({"params": float(model.num_parameters()), "steps": float(trainer.global_step),
-                    "train_examples": float(data.split_sizes["train"])})  # fmt: skip
-    # Test split: metrics where it has gold labels, and predictions to submit (GLUE's test labels are hidden).
-    if "test" in data.split_sizes and recipe.save_model and model_dir.exists():
-        best = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        module.model = best
-        labels = data._split("test").labels
-        if bool((labels != UNLABELLED).all()):
-            trainer.test(module, datamodule=data, verbose=False)
-            metrics.update(
-                {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-            )
-        outputs = trainer.predict(module, datamodule=data)
-        write_predictions(run_dir / "predictions" / f"{cfg.task.name}.tsv", outputs, data.label_names)
-    if trainer.is_global_zero and recipe.measure_latency:
-        metrics.update(measure_latency(model, cfg.latency).as_metrics())
-    metrics["wall_time_s"] = time.perf_counter() - started
-    log.info("best dev: %s", {k: round(v, 4) for k, v in module.best.items()})
-    return write_metrics(run_dir, metrics)
+
+def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    recipe: FinetuneConfig = cfg.recipe
+    data = SquadDataModule(cfg.task, tokenizer, seed=cfg.seed)
+    data.setup()
+    model = AutoModelForQuestionAnswering.from_pretrained(path)
+    teacher = load_kd_teacher(cfg, AutoModelForQuestionAnswering, "ForQuestionAnswering", tokenizer)
+    module = QAModule(
+        model=model,
+        examples=data.examples["validation"],
+        optimizer=instantiate(recipe.optimizer),
+        # Steps count windows, not questions: a long context is several training rows.
+        total_steps=total_steps(recipe, data.split_sizes["train"], cfg.task.batch_size),
+        max_answer_len=cfg.task.max_answer_len,
+        warmup_fraction=recipe.warmup_fraction,
+        kd_teacher=teacher,
+        kd_gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
+        kd_temperature=recipe.task_kd.temperature,
+    )
+    return TaskSetup(data, model, module, len(data.examples["train"]))
+
+
+# GLUE's submission files: task -> (test split -> file stem, whether labels are written as names). The
+# leaderboard reads 0/1 for CoLA, SST-2, MRPC, QQP and WNLI, label names for MNLI, QNLI and RTE, and
+# floats for STS-B. Local tasks write their own label names into <task.name>.tsv.
+GLUE_SUBMISSION: dict[str, tuple[dict[str, str], bool]] = {
+    "cola": ({"test": "CoLA"}, False),
+    "sst2": ({"test": "SST-2"}, False),
+    "mrpc": ({"test": "MRPC"}, False),
+    "stsb": ({"test": "STS-B"}, False),
+    "qqp": ({"test": "QQP"}, False),
+    "mnli": ({"test": "MNLI-m", "test_mismatched": "MNLI-mm"}, True),
+    "qnli": ({"test": "QNLI"}, True),
+    "rte": ({"test": "RTE"}, True),
+    "wnli": ({"test": "WNLI"}, False),
+}
+
+
+def submission_files(task: TaskDataConfig, test_splits: list[str]) -> dict[str, str]:
+    """Test split -> prediction file name: GLUE's (``CoLA.tsv``, ``MNLI-mm.tsv``) or ``<task.name>.tsv``."""
+    if task.source == "glue":
+        files, _ = GLUE_SUBMISSION[str(task.glue_task)]
+        return {split: f"{files[split]}.tsv" for split in test_splits if split in files}
+    return {
+        split: f"{task.name}.tsv" if split == "test" else f"{task.name}_{split}.tsv" for split in test_splits
+    }
+
+
+def evaluate_test_split(
+    trainer: L.Trainer,
+    module: FinetuneModule,
+    data: ClassificationDataModule,
+    model_dir: Path,
+    predictions_dir: Path,
+    task: TaskDataConfig,
+) -> dict[str, float]:
+    """The best-dev model on the test split(s): metrics where the test split has gold labels, and predictions
+    in the submission format (GLUE's test labels are hidden)."""
+    module.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    metrics = {}
+    if data.test_labelled:
+        trainer.test(module, datamodule=data, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    as_names = GLUE_SUBMISSION[str(task.glue_task)][1] if task.source == "glue" else True
+    for split, name in submission_files(task, data.test_splits).items():
+        outputs = trainer.predict(module, dataloaders=data.eval_dataloader(split))
+        write_predictions(predictions_dir / name, outputs, data.label_names if as_names else [])
+    return metrics
 
 
 def write_predictions(path: Path, outputs: list[dict[str, torch.Tensor]], label_names: list[str]) -> None:
-    """GLUE's submission format: ``index<TAB>prediction`` (a label name, or a float for regression)."""
+    """GLUE's submission format: ``index<TAB>prediction``; a label name (given ``label_names``), a label id,
+    or a float for regression."""
     path.parent.mkdir(parents=True, exist_ok=True)
     index = torch.cat([o["index"] for o in outputs]).tolist()
     preds = torch.cat([o["prediction"] for o in outputs]).tolist()

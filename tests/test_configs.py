@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 import run
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
+from datamodules.squad import QATaskConfig
 from modules.student import StudentSpec
 from modules.teacher import TeacherConfig
 from recipes.config import RunConfig, TrainerConfig
@@ -40,11 +41,11 @@ GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydr
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 
 # Group -> the schema its option lands in on RunConfig (recipe: per recipe, from run.RECIPES).
-TYPED_GROUPS: dict[str, type] = {
+TYPED_GROUPS: dict[str, type | tuple[type, ...]] = {
     "student": StudentSpec,
     "teacher": TeacherConfig,
     "data": PretrainingDataConfig,
-    "task": TaskDataConfig,
+    "task": (TaskDataConfig, QATaskConfig),  # classification or extractive QA (task=squad)
     "trainer": TrainerConfig,
 }
 
@@ -197,6 +198,8 @@ def test_typed_group_options_start_from_their_schema() -> None:
             continue
         defaults = OmegaConf.load(CONF / group / f"{option}.yaml").defaults
         schema = f"{option}_schema" if group == "recipe" else f"{group}_schema"
+        if (group, option) == ("task", "squad"):
+            schema = "squad_task_schema"  # extractive QA has its own task schema
         assert list(defaults) == [schema, "_self_"], f"{group}/{option}.yaml"
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,57 @@ def test_task_kd_teacher_with_other_labels_is_refused(tiny_teacher_dir, sentimen
     ]
     proc = run_py(*overrides, cwd=tmp_path)
     assert proc.returncode != 0 and "has 3 labels but task sentiment has 2" in proc.stderr
+
+
+class FakeGlueSplit:
+    """What the datamodule reads of a `datasets` GLUE split: columns, a fingerprint, the label feature."""
+
+    def __init__(self, rows: list[dict], fingerprint: str) -> None:
+        self.rows, self._fingerprint = rows, fingerprint
+        self.features = {"label": types.SimpleNamespace(names=["entailment", "neutral", "contradiction"])}
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: [r[k] for r in self.rows] for k in self.rows[0]}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def fake_mnli(n: int = 6) -> dict[str, FakeGlueSplit]:
+    def rows(labelled: bool) -> list[dict]:
+        return [{"premise": "the movie was good", "hypothesis": "it was good" if i % 2 else "it was bad",
+                 "label": i % 3 if labelled else -1, "idx": i} for i in range(n)]  # fmt: skip
+
+    names = ["train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched"]
+    return {name: FakeGlueSplit(rows(not name.startswith("test")), name) for name in names}
+
+
+def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, tokenizer, tmp_path) -> None:
+    from datamodules.classification import ClassificationDataModule, TaskDataConfig
+    from recipes.finetune import submission_files, write_predictions
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a: fake_mnli()))
+    cfg = TaskDataConfig(name="mnli", source="glue", glue_task="mnli", cache_dir=str(tmp_path))
+    data = ClassificationDataModule(cfg, tokenizer)
+    data.setup()
+    assert data.validation_splits == ["validation", "validation_mismatched"]
+    assert data.test_splits == ["test", "test_mismatched"] and not data.test_labelled  # hidden labels
+    assert len(list(data.eval_dataloader("test_mismatched"))[0]["index"]) == 6
+    assert submission_files(cfg, data.test_splits) == {"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}
+
+    outputs = [{"index": torch.tensor([1, 0]), "prediction": torch.tensor([2, 0])}]
+    write_predictions(tmp_path / "MNLI-m.tsv", outputs, data.label_names)
+    assert (tmp_path / "MNLI-m.tsv").read_text().splitlines() == [
+        "index\tprediction",
+        "0\tentailment",
+        "1\tcontradiction",
+    ]
+    write_predictions(tmp_path / "CoLA.tsv", outputs, [])  # GLUE reads 0/1 for CoLA, SST-2, MRPC, QQP, WNLI
+    assert (tmp_path / "CoLA.tsv").read_text().splitlines()[1:] == ["0\t0", "1\t2"]
+    regression = [{"index": torch.tensor([0]), "prediction": torch.tensor([3.14159])}]
+    write_predictions(tmp_path / "STS-B.tsv", regression, [])
+    assert (tmp_path / "STS-B.tsv").read_text().splitlines()[1:] == ["0\t3.142"]
+    sst2 = TaskDataConfig(name="sst2", source="glue", glue_task="sst2")
+    assert submission_files(sst2, ["test"]) == {"test": "SST-2.tsv"}
+    local = TaskDataConfig(name="sentiment", path="a.tsv")
+    assert submission_files(local, ["test"]) == {"test": "sentiment.tsv"}

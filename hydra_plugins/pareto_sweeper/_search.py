@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -264,7 +263,6 @@ class ParetoSearch:
         self.progress = progress
         self.records: dict[int | str, TrialRecord] = {}
         self.reference: list[float] | None = self._explicit_reference()
-        self._lock = threading.Lock()
         self._told_reference = False
 
     # ---- persistence -------------------------------------------------------------------------
@@ -308,7 +306,9 @@ class ParetoSearch:
         return records, pending
 
     def _save(self, in_flight: dict[int | str, Trial]) -> None:
-        """Ledger, in-flight list and search.json, each replaced atomically (a kill leaves old or new)."""
+        """Ledger, in-flight list and search.json, each replaced atomically (a kill leaves old or new).
+
+        Only the main thread calls this (worker threads only run trials), so it needs no lock."""
         ordered = self.ordered_records()
         tmp = self.ledger_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(asdict(r), sort_keys=True, default=str) + "\n" for r in ordered))
@@ -501,8 +501,7 @@ class ParetoSearch:
 
         def submit(trial: Trial) -> None:
             in_flight[trial.index] = trial
-            with self._lock:
-                self._save(in_flight)
+            self._save(in_flight)
             progress.start(trial)
             futures[pool.submit(self._run_one, trial)] = trial
 
@@ -511,8 +510,7 @@ class ParetoSearch:
             rec = fut.result()
             self.records[trial.index] = rec
             in_flight.pop(trial.index, None)
-            with self._lock:
-                self._save(in_flight)  # first: whatever happens next, this result is on disk
+            self._save(in_flight)  # first: whatever happens next, this result is on disk
             if trial.kind == "baseline":
                 self._set_reference_from(rec)
                 if trial.assigned:  # a proposal of the baseline's own student reuses its result
@@ -563,8 +561,7 @@ class ParetoSearch:
                         log.info("trial %d (%s): %s", trial.index, trial.name, rejected.error)
                         self.records[trial.index] = rejected
                         seen[trial.key] = rejected
-                        with self._lock:
-                            self._save(in_flight)
+                        self._save(in_flight)
                         self._tell(opt, candidate, rejected)
                         continue
                     candidates[trial.index] = candidate
@@ -587,8 +584,7 @@ class ParetoSearch:
             # (pending.json) for the next run, and do not wait for trials still running.
             for fut in [f for f in futures if f.done() and f.exception() is None]:
                 finish(fut)
-            with self._lock:
-                self._save(in_flight)
+            self._save(in_flight)
             pool.shutdown(wait=False, cancel_futures=True)
             progress.close()
             raise

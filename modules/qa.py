@@ -1,0 +1,236 @@
+"""Extractive QA fine-tuning (SQuAD v1.1): span decoding, post-processing to answer text, and the
+LightningModule, with optional task KD on the start / end distributions: ``(1 - γ)·CE + γ·KD``.
+
+Post-processing follows BERT's ``run_squad``: in each window the best span is the (start, end) pair of
+context tokens with ``start <= end < start + max_answer_len`` that maximises ``start_logit + end_logit``;
+a question's answer is the best span over its windows, cut from the context by the offset mapping.
+Here the search is exact over all such pairs (BERT searches the top-20 starts × top-20 ends).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.text import squad as squad_metric
+
+from datamodules.squad import NOT_CONTEXT, QAExample
+from modules.finetuning import kd_loss, linear_warmup_decay
+
+# A logit that no span can win with, finite so softmax / KL stay finite on masked positions.
+_MASKED = -1e4
+
+
+@dataclass
+class WindowSpans:
+    """The best span of each window: score (W,), start_char / end_char (W,) into its context (end exclusive;
+    -1 where the window has no valid span), example_index (W,)."""
+
+    score: torch.Tensor
+    start_char: torch.Tensor
+    end_char: torch.Tensor
+    example_index: torch.Tensor
+
+
+def best_spans(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    offsets: torch.Tensor,
+    example_index: torch.Tensor,
+    max_answer_len: int,
+) -> WindowSpans:
+    """The highest-scoring valid span of each window.
+
+    Args:
+        start_logits, end_logits: (W, S).
+        offsets: (W, S, 2) character span of each context token, NOT_CONTEXT for other tokens.
+        example_index: (W,) the question each window belongs to.
+        max_answer_len: the longest span, in tokens.
+    """
+    context = offsets[..., 0] != NOT_CONTEXT  # (W, S)
+    start = start_logits.float().masked_fill(~context, -math.inf)
+    end = end_logits.float().masked_fill(~context, -math.inf)
+    w, s = start.shape
+    best = torch.full((w,), -math.inf, device=start.device)
+    best_start = torch.zeros(w, dtype=torch.long, device=start.device)
+    best_end = torch.zeros(w, dtype=torch.long, device=start.device)
+    # One diagonal band per span length: scores[:, i] = start[i] + end[i + length].
+    for length in range(min(max_answer_len, s)):
+        scores = start[:, : s - length] + end[:, length:]  # (W, S - length)
+        value, i = scores.max(dim=1)
+        better = value > best
+        best = torch.where(better, value, best)
+        best_start = torch.where(better, i, best_start)
+        best_end = torch.where(better, i + length, best_end)
+    rows = torch.arange(w, device=start.device)
+    found = torch.isfinite(best)
+    start_char = torch.where(found, offsets[rows, best_start, 0], torch.full_like(best_start, -1))
+    end_char = torch.where(found, offsets[rows, best_end, 1], torch.full_like(best_end, -1))
+    return WindowSpans(best, start_char, end_char, example_index)
+
+
+def answers_from_spans(spans: WindowSpans, examples: list[QAExample]) -> dict[str, str]:
+    """Question id -> answer text: the best-scoring window's span of each question ("" if none had one)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for score, start, end, ex in zip(
+        spans.score.tolist(), spans.start_char.tolist(), spans.end_char.tolist(), spans.example_index.tolist()
+    ):
+        if start >= 0 and score > best.get(ex, (-math.inf,))[0]:
+            best[ex] = (score, start, end)
+    answers = {}
+    for i, example in enumerate(examples):
+        _, start, end = best.get(i, (0.0, 0, 0))
+        answers[example.id] = example.context[start:end]
+    return answers
+
+
+def squad_scores(predictions: dict[str, str], examples: list[QAExample]) -> dict[str, float]:
+    """Exact match and F1 in percent, SQuAD's official normalisation (torchmetrics' port of the script):
+    the best over each question's gold answers, averaged over questions."""
+    preds = [{"id": ex.id, "prediction_text": predictions.get(ex.id, "")} for ex in examples]
+    target = [
+        {"id": ex.id, "answers": {"text": ex.answers, "answer_start": ex.answer_starts}} for ex in examples
+    ]
+    result = squad_metric(preds, target)
+    return {"exact_match": float(result["exact_match"]), "f1": float(result["f1"])}
+
+
+def span_kd_loss(
+    student: tuple[torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor],
+    attention_mask: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Soft-target KD on the start and on the end position distributions (padding masked), averaged."""
+    pad = attention_mask == 0
+    losses = [
+        kd_loss(s.masked_fill(pad, _MASKED), t.masked_fill(pad, _MASKED), temperature, regression=False)
+        for s, t in zip(student, teacher)
+    ]
+    return (losses[0] + losses[1]) / 2
+
+
+def span_ce_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies (BERT's SQuAD loss)."""
+    return (F.cross_entropy(start_logits, start) + F.cross_entropy(end_logits, end)) / 2
+
+
+class QAModule(L.LightningModule):
+    """Fine-tunes ``model`` (any ``AutoModelForQuestionAnswering``) on SQuAD-style data.
+
+    Each validation answers every question of ``examples`` and logs ``val/exact_match``, ``val/f1`` and
+    ``val/score`` (their mean); ``best`` keeps the metrics at the best ``val/score`` (best dev), and
+    ``best_predictions`` the answers then (id -> text, the official evaluation script's input format).
+    Works under DDP: each rank decodes its windows, the per-window best spans are all-gathered.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        examples: list[QAExample],
+        optimizer: Callable,
+        total_steps: int,
+        max_answer_len: int = 30,
+        warmup_fraction: float = 0.1,
+        kd_teacher: nn.Module | None = None,
+        kd_gamma: float = 0.0,
+        kd_temperature: float = 1.0,
+        on_best: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.examples = examples
+        self.optimizer_factory = optimizer
+        self.total_steps = total_steps
+        self.max_answer_len = max_answer_len
+        self.warmup_fraction = warmup_fraction
+        self._teacher = [kd_teacher.eval().requires_grad_(False)] if kd_teacher is not None else []
+        self.kd_gamma = kd_gamma
+        self.kd_temperature = kd_temperature
+        self.on_best = on_best
+        self.best: dict[str, float] = {}
+        self.best_predictions: dict[str, str] = {}
+        self.validated_at = -1
+        self._windows: list[WindowSpans] = []
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], model: nn.Module | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        out = (model or self.model)(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return out.start_logits, out.end_logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        start_logits, end_logits = self(batch)
+        ce = span_ce_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
+        loss = ce
+        if self._teacher and self.kd_gamma > 0:
+            teacher = self._teacher[0].to(start_logits.device)
+            with torch.no_grad():
+                t_logits = self(batch, model=teacher)
+            kd = span_kd_loss(
+                (start_logits, end_logits), t_logits, batch["attention_mask"], self.kd_temperature
+            )
+            loss = (1 - self.kd_gamma) * ce + self.kd_gamma * kd
+            self.log("train/kd", kd)
+        self.log("train/ce", ce)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        start_logits, end_logits = self(batch)
+        self._windows.append(
+            best_spans(
+                start_logits, end_logits, batch["offsets"], batch["example_index"], self.max_answer_len
+            )
+        )
+
+    def _gathered_windows(self) -> WindowSpans:
+        fields = {
+            name: torch.cat([getattr(w, name) for w in self._windows])
+            for name in ("score", "start_char", "end_char", "example_index")
+        }
+        self._windows = []
+        if self.trainer.world_size > 1:  # ranks hold different windows of the same question
+            fields = {name: self.all_gather(t).reshape(-1) for name, t in fields.items()}
+        return WindowSpans(**{name: t.cpu() for name, t in fields.items()})
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._windows:
+            return
+        predictions = answers_from_spans(self._gathered_windows(), self.examples)
+        values = squad_scores(predictions, self.examples)
+        values["score"] = (values["exact_match"] + values["f1"]) / 2
+        for k, v in values.items():
+            self.log(f"val/{k}", v)  # every rank decoded the same gathered windows
+        if self.trainer.sanity_checking:
+            return
+        self.validated_at = self.global_step
+        if values["score"] > self.best.get("val/score", -math.inf):
+            self.best = {**{f"val/{k}": v for k, v in values.items()}, "best_step": float(self.global_step)}
+            self.best_predictions = predictions
+            if self.on_best is not None:
+                self.on_best(self.best)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.model.parameters())
+        scheduler = linear_warmup_decay(optimizer, self.total_steps, self.warmup_fraction)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def write_predictions(path: Path, predictions: dict[str, str]) -> None:
+    """``{"<question id>": "<answer text>"}``: what SQuAD's official evaluate-v1.1.py reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
