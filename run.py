@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from recipes import adabert as adabert_recipe
 from recipes import autodistill as autodistill_recipe
 from recipes import distill as distill_recipe
 from recipes import finetune as finetune_recipe
@@ -26,7 +27,8 @@ RECIPES: dict[str, tuple[ModuleType, type]] = {
     "autodistill": (autodistill_recipe, autodistill_recipe.AutoDistillConfig),  # search -> select -> regular
     "flash_distill": (distill_recipe, distill_recipe.DistillConfig),
     "regular_distill": (distill_recipe, distill_recipe.DistillConfig),  # same code, the full budget
-    "finetune": (finetune_recipe, finetune_recipe.FinetuneConfig),  # downstream tasks (issue 6: in progress)
+    "finetune": (finetune_recipe, finetune_recipe.FinetuneConfig),  # GLUE, SQuAD v1.1, local tasks
+    "adabert": (adabert_recipe, adabert_recipe.AdaBertRecipeConfig),  # task-adaptive CNN students by NAS
     "inspect": (inspect_recipe, inspect_recipe.InspectConfig),
     "latency": (latency_recipe, latency_recipe.LatencyRecipeConfig),
 }

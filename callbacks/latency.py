@@ -153,7 +153,12 @@ def architecture_id(model: nn.Module) -> str:
         keep = ("blocks", "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
         return json.dumps({k: getattr(config, k) for k in keep}, sort_keys=True)
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
-    return json.dumps({"class": type(model).__name__, "shapes": shapes})
+    # Shapes alone do not tell apart ops without weights (an AdaBERT cell's skip vs pooling): add the config.
+    described = getattr(model, "config", None)
+    described = described.to_dict() if hasattr(described, "to_dict") else None
+    return json.dumps(
+        {"class": type(model).__name__, "shapes": shapes, "config": described}, sort_keys=True, default=str
+    )
 
 
 def cache_key(arch: str, fingerprint: str, cfg: LatencyConfig) -> str:

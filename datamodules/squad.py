@@ -148,11 +148,21 @@ def read_squad(path: Path) -> list[QAExample]:
         )
     examples = []
     for a, article in enumerate(document["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs", []), list):
+            raise DataError(f"{path} data[{a}]: an article must be an object with a 'paragraphs' list")
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             where = f"{path} data[{a}].paragraphs[{p}]"
-            if not isinstance(paragraph.get("context"), str) or not isinstance(paragraph.get("qas"), list):
+            if (
+                not isinstance(paragraph, dict)
+                or not isinstance(paragraph.get("context"), str)
+                or not isinstance(paragraph.get("qas"), list)
+            ):
                 raise DataError(f"{where}: needs a 'context' string and a 'qas' list")
             for qa in paragraph["qas"]:
+                if not isinstance(qa, dict):
+                    raise DataError(
+                        f"{where}: every entry of 'qas' must be an object, got {type(qa).__name__}"
+                    )
                 answers = qa.get("answers")
                 if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
                     raise DataError(f"{where} question {qa.get('id')!r}: 'answers' must be a list of objects")
@@ -199,6 +209,10 @@ def check_answers(examples: list[QAExample], where: str) -> None:
             raise DataError(f"{where}: question id {ex.id!r} appears twice; ids must be unique")
         ids.add(ex.id)
         for text, start in zip(ex.answers, ex.answer_starts):
+            if not text.strip():
+                raise DataError(
+                    f"{where} question {ex.id!r}: an answer text is empty; SQuAD v1.1 answers are spans"
+                )
             found = ex.context[start : start + len(text)]
             if found != text:
                 raise DataError(
@@ -221,6 +235,10 @@ def truncate_questions(
     return out
 
 
+# Featurise this many questions at a time: a whole SQuAD split at once holds tens of millions of offset tuples.
+_FEATURIZE_CHUNK = 2_000
+
+
 def featurize(
     examples: list[QAExample],
     tokenizer: PreTrainedTokenizerBase,
@@ -240,6 +258,20 @@ def featurize(
         offsets (T, 2) int32 = character span of each context token in its context, NOT_CONTEXT elsewhere,
         lengths (F,) int32, example_index (F,) int64, start_positions / end_positions (F,) int64.
     """
+    chunks = []
+    for start in range(0, len(examples), _FEATURIZE_CHUNK):
+        chunk = _featurize_chunk(examples[start : start + _FEATURIZE_CHUNK], tokenizer, cfg, train)
+        chunk["example_index"] += start
+        chunks.append(chunk)
+    return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+
+
+def _featurize_chunk(
+    examples: list[QAExample],
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: QATaskConfig,
+    train: bool,
+) -> dict[str, torch.Tensor]:
     questions = truncate_questions([ex.question for ex in examples], tokenizer, cfg.max_query_len)
     encoded = tokenizer(
         questions,

@@ -68,6 +68,14 @@ def linear_warmup_decay(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def schedule_length(module: L.LightningModule) -> int:
+    """The optimizer steps the LR schedule spans: ``module.total_steps`` when given, else what the Trainer will
+    run (epochs x batches per device / gradient accumulation: right under DDP and accumulation too)."""
+    if module.total_steps:
+        return int(module.total_steps)
+    return max(1, int(module.trainer.estimated_stepping_batches))
+
+
 def kd_loss(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float, regression: bool
 ) -> torch.Tensor:
@@ -92,7 +100,7 @@ class FinetuneModule(L.LightningModule):
         num_labels: int,
         metrics: tuple[str, ...],
         optimizer: Callable,
-        total_steps: int,
+        total_steps: int | None = None,
         warmup_fraction: float = 0.1,
         val_names: tuple[str, ...] = ("val",),
         kd_teacher: nn.Module | None = None,
@@ -195,5 +203,5 @@ class FinetuneModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model.parameters())
-        scheduler = linear_warmup_decay(optimizer, self.total_steps, self.warmup_fraction)
+        scheduler = linear_warmup_decay(optimizer, schedule_length(self), self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

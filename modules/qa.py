@@ -1,7 +1,8 @@
 """Extractive QA fine-tuning (SQuAD v1.1): span decoding, post-processing to answer text, and the
 LightningModule, with optional task KD on the start / end distributions: ``(1 - γ)·CE + γ·KD``.
 
-Post-processing follows BERT's ``run_squad``: in each window the best span is the (start, end) pair of
+Post-processing follows Hugging Face's ``postprocess_qa_predictions`` (BERT's ``run_squad`` without its
+max-context rule): in each window the best span is the (start, end) pair of
 context tokens with ``start <= end < start + max_answer_len`` that maximises ``start_logit + end_logit``;
 a question's answer is the best span over its windows, cut from the context by the offset mapping.
 Here the search is exact over all such pairs (BERT searches the top-20 starts × top-20 ends).
@@ -22,7 +23,7 @@ from torch import nn
 from torchmetrics.functional.text import squad as squad_metric
 
 from datamodules.squad import NOT_CONTEXT, QAExample
-from modules.finetuning import kd_loss, linear_warmup_decay
+from modules.finetuning import kd_loss, linear_warmup_decay, schedule_length
 
 # A logit that no span can win with, finite so softmax / KL stay finite on masked positions.
 _MASKED = -1e4
@@ -138,7 +139,7 @@ class QAModule(L.LightningModule):
         model: nn.Module,
         examples: list[QAExample],
         optimizer: Callable,
-        total_steps: int,
+        total_steps: int | None = None,
         max_answer_len: int = 30,
         warmup_fraction: float = 0.1,
         kd_teacher: nn.Module | None = None,
@@ -226,7 +227,7 @@ class QAModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model.parameters())
-        scheduler = linear_warmup_decay(optimizer, self.total_steps, self.warmup_fraction)
+        scheduler = linear_warmup_decay(optimizer, schedule_length(self), self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

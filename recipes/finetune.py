@@ -20,6 +20,7 @@ best-dev answers -> metrics.json. A multirun's best-dev table: recipes/finetune_
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from transformers import (
+    AutoConfig,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -128,8 +130,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # Model + its tokenizer; the task decides the head (span head for QA, a classifier with the task's labels).
     path = model_path(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     qa = isinstance(cfg.task, QATaskConfig)
+    preflight(cfg, path, qa)
+    tokenizer = AutoTokenizer.from_pretrained(path)
     task = setup_qa(cfg, path, tokenizer) if qa else setup_classification(cfg, path, tokenizer)
     data, model, module = task.data, task.model, task.module
     log.info("fine-tuning %s (%.2fM params) on %s: %s", path, model.num_parameters() / 1e6, cfg.task.name,
@@ -146,7 +149,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     callbacks = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = build_trainer(
         cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
-        max_steps=module.total_steps, max_epochs=recipe.epochs if recipe.max_steps is None else None,
+        max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,
         enable_checkpointing=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
@@ -170,34 +173,54 @@ def run(cfg: RunConfig) -> dict[str, float]:
         metrics.update(measure_latency(model, cfg.latency).as_metrics())
     metrics["wall_time_s"] = time.perf_counter() - started
     log.info("best dev: %s", {k: round(v, 4) for k, v in module.best.items()})
-    return write_metrics(run_dir, metrics)
+    return write_metrics(run_dir, metrics) if trainer.is_global_zero else metrics
 
 
-def total_steps(recipe: FinetuneConfig, train_rows: int, batch_size: int) -> int:
-    return recipe.max_steps or recipe.epochs * -(-train_rows // batch_size)
+def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
+    """What would otherwise fail after the data is tokenised or the model trained: sequence lengths the model
+    cannot embed, a task-KD teacher that is missing or has no head for the task, QA's partial validation."""
+    recipe: FinetuneConfig = cfg.recipe
+    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    if positions is not None and cfg.task.max_seq_len > positions:
+        raise ValueError(
+            f"task.max_seq_len={cfg.task.max_seq_len} exceeds {path}'s max_position_embeddings={positions}; "
+            f"set task.max_seq_len <= {positions}"
+        )
+    if positions is not None and recipe.measure_latency and cfg.latency.seq_len > positions:
+        raise ValueError(
+            f"latency.seq_len={cfg.latency.seq_len} exceeds {path}'s max_position_embeddings={positions}; "
+            "lower latency.seq_len or set recipe.measure_latency=false"
+        )
+    if recipe.task_kd.teacher:
+        teacher = resolve_path(recipe.task_kd.teacher)
+        if not (teacher / "config.json").exists():
+            raise FileNotFoundError(
+                f"recipe.task_kd.teacher={recipe.task_kd.teacher!r} -> {teacher} is not a saved model (no "
+                "config.json); give a recipe=finetune run's <run dir>/model"
+            )
+        # Without the task's head, from_pretrained would silently add a random one.
+        head = "ForQuestionAnswering" if qa else "ForSequenceClassification"
+        architectures = json.loads((teacher / "config.json").read_text()).get("architectures") or []
+        if not any(a.endswith(head) for a in architectures):
+            raise ValueError(
+                f"recipe.task_kd.teacher: {teacher} holds {architectures or 'an encoder without a head'}, not a "
+                f"model fine-tuned with a {head} head; fine-tune the teacher on task {cfg.task.name} first "
+                "(recipe=finetune recipe.model=teacher) and give its <run dir>/model"
+            )
+    if qa and cfg.trainer.limit_val_batches not in (None, 1, 1.0):
+        raise ValueError(
+            "trainer.limit_val_batches: SQuAD scores every question of the dev set (a partial pass would score "
+            "the rest as unanswered); leave it null"
+        )
 
 
-def load_kd_teacher(cfg: RunConfig, auto_class: type, head: str, tokenizer: PreTrainedTokenizerBase):
-    """The task-KD teacher, frozen later by the module; None without ``recipe.task_kd.teacher``.
+def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
+    """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
 
-    It must be fine-tuned for this kind of task (else ``from_pretrained`` would silently add a random head)
-    and read the student's token ids (the same vocabulary).
-    """
+    It must read the student's token ids (the same vocabulary)."""
     if not cfg.recipe.task_kd.teacher:
         return None
-    teacher_path = resolve_path(cfg.recipe.task_kd.teacher)
-    if not teacher_path.exists():
-        raise FileNotFoundError(
-            f"recipe.task_kd.teacher={cfg.recipe.task_kd.teacher!r} -> {teacher_path} does not exist"
-        )
-    teacher = auto_class.from_pretrained(str(teacher_path))
-    architectures = teacher.config.architectures or []
-    if not any(a.endswith(head) for a in architectures):
-        raise ValueError(
-            f"recipe.task_kd.teacher: {teacher_path} holds {architectures or 'an encoder without a head'}, "
-            f"not a model fine-tuned with a {head} head; fine-tune the teacher on task {cfg.task.name} first "
-            "(recipe=finetune recipe.model=teacher) and give its <run dir>/model"
-        )
+    teacher = auto_class.from_pretrained(str(resolve_path(cfg.recipe.task_kd.teacher)))
     if len(tokenizer) > teacher.config.vocab_size:
         raise ValueError(
             f"recipe.task_kd.teacher: its vocabulary ({teacher.config.vocab_size}) is smaller than the "
@@ -211,7 +234,7 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
     data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=data.num_labels)
-    teacher = load_kd_teacher(cfg, AutoModelForSequenceClassification, "ForSequenceClassification", tokenizer)
+    teacher = load_kd_teacher(cfg, AutoModelForSequenceClassification, tokenizer)
     if teacher is not None and teacher.config.num_labels != data.num_labels:
         raise ValueError(
             f"recipe.task_kd.teacher has {teacher.config.num_labels} labels but task {cfg.task.name} has "
@@ -225,7 +248,6 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
         num_labels=data.num_labels,
         metrics=metric_names(cfg.task.glue_task if cfg.task.source == "glue" else None, data.num_labels),
         optimizer=instantiate(recipe.optimizer),
-        total_steps=total_steps(recipe, data.split_sizes["train"], cfg.task.batch_size),
         warmup_fraction=recipe.warmup_fraction,
         val_names=val_names,
         kd_teacher=teacher,
@@ -240,13 +262,11 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
     data = SquadDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
     model = AutoModelForQuestionAnswering.from_pretrained(path)
-    teacher = load_kd_teacher(cfg, AutoModelForQuestionAnswering, "ForQuestionAnswering", tokenizer)
+    teacher = load_kd_teacher(cfg, AutoModelForQuestionAnswering, tokenizer)
     module = QAModule(
         model=model,
         examples=data.examples["validation"],
         optimizer=instantiate(recipe.optimizer),
-        # Steps count windows, not questions: a long context is several training rows.
-        total_steps=total_steps(recipe, data.split_sizes["train"], cfg.task.batch_size),
         max_answer_len=cfg.task.max_answer_len,
         warmup_fraction=recipe.warmup_fraction,
         kd_teacher=teacher,
@@ -299,9 +319,21 @@ def evaluate_test_split(
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     as_names = GLUE_SUBMISSION[str(task.glue_task)][1] if task.source == "glue" else True
     for split, name in submission_files(task, data.test_splits).items():
-        outputs = trainer.predict(module, dataloaders=data.eval_dataloader(split))
-        write_predictions(predictions_dir / name, outputs, data.label_names if as_names else [])
+        outputs = gather_outputs(trainer, trainer.predict(module, dataloaders=data.eval_dataloader(split)))
+        if trainer.is_global_zero:
+            write_predictions(predictions_dir / name, outputs, data.label_names if as_names else [])
     return metrics
+
+
+def gather_outputs(
+    trainer: L.Trainer, outputs: list[dict[str, torch.Tensor]]
+) -> list[dict[str, torch.Tensor]]:
+    """Every rank's predictions (under DDP each rank predicts its own shard of the split)."""
+    if trainer.world_size == 1:
+        return outputs
+    shards: list = [None] * trainer.world_size
+    torch.distributed.all_gather_object(shards, [{k: v.cpu() for k, v in o.items()} for o in outputs])
+    return [o for shard in shards for o in shard]
 
 
 def write_predictions(path: Path, outputs: list[dict[str, torch.Tensor]], label_names: list[str]) -> None:

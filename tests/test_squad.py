@@ -76,6 +76,8 @@ def test_answer_not_at_its_start_is_named() -> None:
         check_answers([bad], "dev.json")
     with pytest.raises(DataError, match="'q1' appears twice"):
         check_answers([example(), example()], "dev.json")
+    with pytest.raises(DataError, match="'q2': an answer text is empty"):
+        check_answers([QAExample("q2", "what", CONTEXT, [""], [0])], "dev.json")
 
 
 def test_layout_errors_name_the_fix(tmp_path) -> None:
@@ -342,3 +344,12 @@ def test_squad_kd_teacher_must_be_a_qa_model(tiny_teacher_dir, tmp_path) -> None
     proc = run_py(*overrides, cwd=tmp_path)
     assert proc.returncode != 0 and "ForQuestionAnswering head" in proc.stderr
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_lengths_the_model_cannot_embed_fail_before_featurising(tiny_teacher_dir, tmp_path) -> None:
+    overrides = squad_overrides(tiny_teacher_dir, tmp_path) + [
+        "task.max_seq_len=100"
+    ]  # the model has 64 positions
+    proc = run_py(*overrides, cwd=tmp_path)
+    assert proc.returncode != 0 and "task.max_seq_len=100 exceeds" in proc.stderr
+    assert "max_position_embeddings=64" in proc.stderr and not (tmp_path / "cache").exists()

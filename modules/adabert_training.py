@@ -1,0 +1,223 @@
+"""AdaBERT's training side: the teacher's knowledge as fixed targets (final logits + per-layer probes),
+and the LightningModule that searches (or retrains) a CNN student with
+
+    L = (1 - γ)·L_CE + γ·L_KD + β·L_E
+
+L_KD matches the student's final logits to the teacher's and each student cell's small classifier to the
+probe of its teacher layer (hierarchical, task-useful knowledge); L_E (``efficiency_loss``) prices the
+sampled architecture. Weights train by SGD (momentum, cosine LR), the architecture logits by Adam.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
+from modules.finetuning import build_metrics, kd_loss, schedule_length, task_score
+
+
+@dataclass
+class TeacherTargets:
+    """What the student learns from, per training row (the split's row index): the fine-tuned teacher's
+    logits (N, C) and each layer probe's logits (L, N, C)."""
+
+    logits: torch.Tensor
+    probe_logits: torch.Tensor
+
+    @property
+    def num_layers(self) -> int:
+        return self.probe_logits.shape[0]
+
+
+def layer_for_cell(cell: int, num_cells: int, num_layers: int) -> int:
+    """The teacher layer (1-based) whose probe cell ``cell`` (1-based) of ``num_cells`` imitates: spread
+    evenly, the last cell on the last layer."""
+    return max(1, round(cell * num_layers / num_cells))
+
+
+def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, epochs: int = 200,
+                lr: float = 1e-2, seed: int = 0) -> nn.Linear:  # fmt: skip
+    """A linear classifier on frozen features (full-batch Adam, a little weight decay): one layer's probe."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = nn.Linear(features.shape[1], num_labels)
+    with torch.no_grad():
+        probe.weight.normal_(0, 0.02, generator=generator)
+        probe.bias.zero_()
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    x = (features - mean) / std  # standardised: one learning rate fits every layer's scale
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=1e-4)
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(probe(x), labels).backward()
+        opt.step()
+    # Fold the standardisation into the layer, so the probe reads raw features.
+    with torch.no_grad():
+        folded = nn.Linear(features.shape[1], num_labels)
+        folded.weight.copy_(probe.weight / std)
+        folded.bias.copy_(probe.bias - (probe.weight * (mean / std)).sum(1))
+    return folded
+
+
+def distillation_loss(
+    logits: torch.Tensor,
+    cell_logits: tuple[torch.Tensor, ...],
+    teacher_logits: torch.Tensor,
+    probe_logits: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """L_KD: the mean over the K cells of soft-target KD, the last cell through the final classifier against
+    the teacher's logits, cell k < K through its head against the probe of teacher layer ``layer_for_cell``.
+
+    Args:
+        logits: (B, C) the student's final logits; cell_logits: K tensors (B, C).
+        teacher_logits: (B, C); probe_logits: (L, B, C).
+    """
+    k_total, layers = len(cell_logits), probe_logits.shape[0]
+    terms = [kd_loss(logits, teacher_logits, temperature, regression=False)]
+    for k in range(1, k_total):
+        layer = layer_for_cell(k, k_total, layers)
+        terms.append(kd_loss(cell_logits[k - 1], probe_logits[layer - 1], temperature, regression=False))
+    return torch.stack(terms).mean()
+
+
+def tau_at(step: int, total: int, start: float, end: float) -> float:
+    """Gumbel temperature, annealed exponentially from ``start`` to ``end`` over the run."""
+    if total <= 1:
+        return end
+    return start * (end / start) ** (min(step, total - 1) / (total - 1))
+
+
+class AdaBertModule(L.LightningModule):
+    """Searches a super-network (``model.config.is_search``) or retrains a child, on one task.
+
+    Logs ``train/{loss,ce,kd,efficiency}``, ``arch/num_cells``, ``arch/tau`` and, per validation of the
+    argmax child, ``val/<metric>`` and ``val/score``; ``best`` keeps the metrics at the best ``val/score`` and
+    ``history`` the derived architecture after each validation (search).
+    """
+
+    def __init__(
+        self,
+        model: AdaBertForSequenceClassification,
+        targets: TeacherTargets,
+        metrics: tuple[str, ...],
+        total_steps: int | None = None,
+        gamma: float = 0.8,
+        beta: float = 4.0,
+        temperature: float = 1.0,
+        tau: tuple[float, float] = (1.0, 0.1),
+        lr: tuple[float, float] = (2e-2, 5e-4),
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        arch_lr: float = 3e-4,
+        arch_weight_decay: float = 1e-3,
+        on_best: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False  # two optimizers (weights: SGD, architecture: Adam), one backward
+        self.model = model
+        self.search = model.config.is_search
+        self.register_buffer("teacher_logits", targets.logits.float(), persistent=False)
+        self.register_buffer("probe_logits", targets.probe_logits.float(), persistent=False)
+        self.num_labels = model.config.num_labels
+        self.val_metrics = build_metrics(metrics, self.num_labels)
+        self.total_steps = total_steps
+        self.gamma, self.beta, self.temperature = gamma, beta, temperature
+        self.tau, self.lr, self.momentum, self.weight_decay = tau, lr, momentum, weight_decay
+        self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
+        self.on_best = on_best
+        self.best: dict[str, float] = {}
+        self.history: list[dict] = []
+        self.validated_at = -1
+        self.schedule_steps = total_steps or 1  # set from the Trainer in configure_optimizers
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        tau = tau_at(self.global_step, self.schedule_steps, *self.tau)
+        sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
+        out = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"], sample=sample, output_cell_logits=True,
+        )  # fmt: skip
+        rows = batch["index"]
+        ce = F.cross_entropy(out.logits, batch["labels"])
+        kd = distillation_loss(out.logits, out.cell_logits, self.teacher_logits[rows],
+                               self.probe_logits[:, rows], self.temperature)  # fmt: skip
+        efficiency = (
+            self.model.efficiency_loss(sample) if sample is not None else torch.zeros((), device=ce.device)
+        )
+        loss = (1 - self.gamma) * ce + self.gamma * kd + self.beta * efficiency
+        for opt in optimizers:
+            opt.zero_grad()
+        self.manual_backward(loss)
+        for opt in optimizers:
+            opt.step()
+        self.lr_schedulers().step()
+        self.log_dict({"train/ce": ce, "train/kd": kd, "train/efficiency": efficiency})
+        self.log("train/loss", loss, prog_bar=True)
+        if sample is not None:
+            self.log_dict({"arch/num_cells": float(sample.num_cells), "arch/tau": tau})
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"])  # fmt: skip
+        self.val_metrics.update(out.logits.argmax(-1), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
+        self.val_metrics.reset()
+        values = {k: 0.0 if math.isnan(v) else v for k, v in values.items()}
+        score = task_score(values)
+        for k, v in values.items():
+            self.log(f"val/{k}", v)
+        self.log("val/score", score, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self.validated_at = self.global_step
+        if self.search:
+            arch = self.model.derive()
+            self.history.append({"step": self.global_step, "val/score": score, "num_cells": arch.num_cells,
+                                 "genotype": arch.genotype})  # fmt: skip
+        if score > self.best.get("val/score", -math.inf):
+            self.best = {**{f"val/{k}": v for k, v in values.items()}, "val/score": score,
+                         "best_step": float(self.global_step)}  # fmt: skip
+            if self.on_best is not None:
+                self.on_best(self.best)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
+        self.val_metrics.reset()
+        for k, v in values.items():
+            self.log(f"test/{k}", v)
+        self.log("test/score", task_score(values))
+
+    # A resumed run keeps what it had found: the best dev metrics and the search trajectory.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["adabert"] = {"best": self.best, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("adabert", {})
+        self.best, self.history = dict(state.get("best", {})), list(state.get("history", []))
+
+    def configure_optimizers(self):
+        self.schedule_steps = schedule_length(self)
+        weights = torch.optim.SGD(self.model.weight_parameters(), lr=self.lr[0], momentum=self.momentum,
+                                  weight_decay=self.weight_decay)  # fmt: skip
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=self.schedule_steps,
+                                                            eta_min=self.lr[1])  # fmt: skip
+        if not self.search:
+            return {"optimizer": weights, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        arch = torch.optim.Adam(self.model.architecture_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
+                                weight_decay=self.arch_weight_decay)  # fmt: skip
+        return [weights, arch], [{"scheduler": cosine, "interval": "step"}]
