@@ -85,3 +85,20 @@ def pairs_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines.append(f"{first}\t{second}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_tsv(tmp_path_factory) -> Path:
+    """300 rows, label = whether the sentence holds a positive word: learnable by a tiny model."""
+    rng = random.Random(0)
+    pos, neg = ["good", "great", "funny", "happy", "love"], ["bad", "awful", "boring", "sad", "hate"]
+    filler = ["the", "movie", "film", "plot", "story", "was", "very", "really", "and", "actor"]
+    rows = ["text\tlabel"]
+    for _ in range(300):
+        label = rng.random() < 0.5
+        words = rng.choices(filler, k=rng.randint(3, 6)) + [rng.choice(pos if label else neg)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)}\t{int(label)}")
+    path = tmp_path_factory.mktemp("task") / "sentiment.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

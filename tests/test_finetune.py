@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import types
 from pathlib import Path
@@ -63,23 +62,6 @@ def test_kd_loss_is_temperature_scaled_kl_to_the_teacher() -> None:
     assert float(kd_loss(s[:, :1], t[:, :1], temp, regression=True)) == pytest.approx(
         float(((s[:, 0] - t[:, 0]) ** 2).mean())
     )
-
-
-@pytest.fixture(scope="module")
-def sentiment_tsv(tmp_path_factory) -> Path:
-    """300 rows, label = whether the sentence holds a positive word: learnable by a tiny model."""
-    rng = random.Random(0)
-    pos, neg = ["good", "great", "funny", "happy", "love"], ["bad", "awful", "boring", "sad", "hate"]
-    filler = ["the", "movie", "film", "plot", "story", "was", "very", "really", "and", "actor"]
-    rows = ["text\tlabel"]
-    for _ in range(300):
-        label = rng.random() < 0.5
-        words = rng.choices(filler, k=rng.randint(3, 6)) + [rng.choice(pos if label else neg)]
-        rng.shuffle(words)
-        rows.append(f"{' '.join(words)}\t{int(label)}")
-    path = tmp_path_factory.mktemp("task") / "sentiment.tsv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def finetune_overrides(model: Path, tsv: Path, tmp_path: Path, run: str = "run") -> list[str]:

@@ -22,7 +22,7 @@ from recipes.finetune_table import (
     row_labels,
     write_table,
 )
-from tests.test_finetune import finetune_overrides, sentiment_tsv  # noqa: F401  (the fixture, reused)
+from tests.test_finetune import finetune_overrides
 from tests.test_recipes import ROOT, run_py
 
 STUDENT = "outputs/autodistill/2024-05-01_10-00-00/regular/baseline/student"
@@ -232,7 +232,7 @@ def test_callback_writes_into_the_sweep_dir_only_for_finetune_sweeps(sweep_dir: 
     assert not (other / "finetune_table.md").exists()
 
 
-def test_multirun_of_finetune_writes_the_table(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:  # noqa: F811
+def test_multirun_of_finetune_writes_the_table(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
     overrides = [
         o
         for o in finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path)
