@@ -189,7 +189,7 @@ class AdaBertModule(L.LightningModule):
         if score > self.best.get("val/score", -math.inf):
             self.best = {**{f"val/{k}": v for k, v in values.items()}, "val/score": score,
                          "best_step": float(self.global_step)}  # fmt: skip
-            if self.on_best is not None:
+            if self.on_best is not None and self.trainer.is_global_zero:  # one rank writes the model
                 self.on_best(self.best)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

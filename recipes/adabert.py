@@ -36,7 +36,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
 from datamodules.assets import file_fingerprint, resolve_path
-from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.classification import ClassificationDataModule, TaskDataConfig, save_atomic
 from modules.adabert import (
     OP_NAMES,
     AdaBertConfig,
@@ -199,6 +199,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
         )
         metrics.update({f"teacher/{k}": v for k, v in knowledge.teacher_test.items()})
     metrics.update({f"teacher/{k}": v for k, v in knowledge.teacher_dev.items()})
+    if not retrain.trainer.is_global_zero:  # under DDP one rank measures and reports
+        return metrics
     teacher_params = teacher.num_parameters()
     metrics.update({
         "num_cells": float(arch.num_cells), "params": float(child_params(best.config)),
@@ -305,8 +307,7 @@ def teacher_knowledge(
         if "test" in data.split_sizes and data.test_labelled:
             test_logits, _, test_labels = teacher_outputs(teacher, data.eval_dataloader("test"))
             payload["teacher_test"] = {"test/acc": accuracy(test_logits, test_labels)}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, cache)
+        save_atomic(payload, cache)  # ranks that computed the same targets never see a half-written file
     return TeacherKnowledge(
         targets=TeacherTargets(payload["logits"], payload["probe_logits"]),
         probe_dev_acc=list(payload["probe_dev_acc"]),
