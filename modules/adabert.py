@@ -93,7 +93,7 @@ class PoolOp(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pad = self.kernel // 2
         if self.kind == "max_pool":
-            x = x.masked_fill(~mask, torch.finfo(x.dtype).min)
+            x = x.masked_fill(~mask.bool(), torch.finfo(x.dtype).min)
             return F.max_pool1d(x, self.kernel, stride=1, padding=pad)
         total = F.avg_pool1d(x, self.kernel, stride=1, padding=pad, count_include_pad=True)
         count = F.avg_pool1d(mask.to(x.dtype), self.kernel, stride=1, padding=pad, count_include_pad=True)
@@ -300,7 +300,7 @@ class AdaBertForSequenceClassification(AdaBertPreTrainedModel):
         if attention_mask is None:
             attention_mask = (input_ids != (self.config.pad_token_id or 0)).long()
         a, b, mask = self.split_inputs(input_ids, attention_mask, token_type_ids)
-        mask = mask.unsqueeze(1)  # (B, 1, S)
+        mask = mask.unsqueeze(1).to(self.embeddings.weight.dtype)  # (B, 1, S), float: cheap to multiply by
         states = [self._embed(a) * mask, self._embed(b) * mask]
         choice = None
         num_cells, cell_weight = len(self.cells), None

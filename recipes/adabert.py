@@ -70,7 +70,7 @@ class AdaBertRecipeConfig:
         default_factory=lambda: FinetuneConfig(max_steps=300, measure_latency=False)  # demo budget
     )
     embedding_size: int = 128  # the teacher's word embeddings, factorised (SVD) to this width
-    hidden_size: int = 128  # channels of every cell
+    hidden_size: int = 64  # channels of every cell; demo (experiment=adabert_paper: 128, the embedding width)
     max_cells: int = 8  # K_max
     num_nodes: int = 3  # intermediate nodes per cell
     gamma: float = 0.8  # KD weight
@@ -84,8 +84,8 @@ class AdaBertRecipeConfig:
     weight_decay: float = 3e-4
     arch_lr: float = 3e-4  # Adam on the architecture logits
     arch_weight_decay: float = 1e-3
-    search_epochs: int = 4  # demo (paper: 80)
-    retrain_epochs: int = 4  # demo
+    search_epochs: int = 2  # demo (paper: 80)
+    retrain_epochs: int = 3  # demo (paper: 80)
     inherit_weights: bool = True  # the child starts from the super-network's weights of its ops
     probe_epochs: int = 200  # full-batch Adam steps per layer probe
     cache_dir: str = "~/.cache/distill-recipes/adabert"  # teacher targets, keyed by teacher + data
