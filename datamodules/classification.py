@@ -657,6 +657,20 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def load_cache(path: Path, version: int, task_name: str) -> dict[str, Any] | None:
+    """A cached payload of this layout ``version``, or None: absent, unreadable or another layout (rebuild)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception as err:  # a corrupt or foreign file is a miss, not a crash: rebuild it
+        log.warning("task %s: ignoring unreadable cache %s (%s); rebuilding", task_name, path, err)
+        return None
+    if not isinstance(payload, dict) or payload.get("version") != version:
+        return None
+    return payload
+
+
 # ------------------------------------------------------------------------------------------------- GLUE
 
 
@@ -777,16 +791,7 @@ class ClassificationDataModule(LightningDataModule):
         return files
 
     def _load_cache(self, path: Path) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
-        try:
-            payload = torch.load(path, weights_only=True)
-        except Exception as err:  # a corrupt or foreign file is a miss, not a crash: rebuild it
-            log.warning("task %s: ignoring unreadable cache %s (%s); rebuilding", self.cfg.name, path, err)
-            return None
-        if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
-            return None
-        return payload
+        return load_cache(path, CACHE_VERSION, self.cfg.name)
 
     def _build_local(self, files: dict[str, Path]) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
         cfg = self.cfg

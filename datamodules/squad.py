@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path
-from datamodules.classification import cache_key, save_atomic, subsample
+from datamodules.classification import cache_key, load_cache, save_atomic, subsample
 
 log = logging.getLogger(__name__)
 
@@ -463,16 +463,7 @@ class SquadDataModule(LightningDataModule):
         self.split_sizes = {role: len(split) for role, split in self._splits.items()}
 
     def _load_cache(self, path: Path) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
-        try:
-            payload = torch.load(path, weights_only=True)
-        except Exception as err:  # a corrupt or foreign file is a miss, not a crash: rebuild it
-            log.warning("task %s: ignoring unreadable cache %s (%s); rebuilding", self.cfg.name, path, err)
-            return None
-        if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
-            return None
-        return payload
+        return load_cache(path, CACHE_VERSION, self.cfg.name)
 
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
         if not self._splits:
