@@ -63,9 +63,14 @@ def test_summarise_against_hand_computed_values() -> None:
 
 
 def test_bigger_model_is_slower(tmp_path) -> None:
-    small = measure_latency(tiny_config(hidden=32, blocks=1), fast(tmp_path, repeats=15, cache_path=None))
-    big = measure_latency(tiny_config(hidden=256, blocks=6), fast(tmp_path, repeats=15, cache_path=None))
-    assert big.p50_ms > small.p50_ms
+    # Alternate the two and keep each one's best: a burst of load from another process on a shared CPU then
+    # cannot land on only one side of the comparison.
+    cfg = fast(tmp_path, repeats=15, cache_path=None)
+    small, big = [], []
+    for _ in range(2):
+        small.append(measure_latency(tiny_config(hidden=32, blocks=1), cfg).p50_ms)
+        big.append(measure_latency(tiny_config(hidden=256, blocks=6), cfg).p50_ms)
+    assert min(big) > min(small)
 
 
 def test_cache_hits_and_misses(tmp_path) -> None:
