@@ -233,12 +233,7 @@ def teacher_checkpoint(cfg: RunConfig, run_dir: Path) -> str:
                 f"recipe.teacher={recipe.teacher!r}: {path} is not a saved model (no config.json); give a "
                 "recipe=finetune run's <run dir>/model"
             )
-        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
-            raise ValueError(
-                f"recipe.teacher: {path} holds {architectures or 'an encoder without a head'}, not a classifier "
-                f"fine-tuned on the task; run recipe=finetune on it first and give <run dir>/model"
-            )
+        finetune.require_head(path, "ForSequenceClassification", "recipe.teacher", cfg.task.name)
         return str(path)
     done = run_dir / "teacher" / "model"
     if (done / "config.json").exists() and (run_dir / "teacher" / "metrics.json").exists():

@@ -198,19 +198,24 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
                 f"recipe.task_kd.teacher={recipe.task_kd.teacher!r} -> {teacher} is not a saved model (no "
                 "config.json); give a recipe=finetune run's <run dir>/model"
             )
-        # Without the task's head, from_pretrained would silently add a random one.
-        head = "ForQuestionAnswering" if qa else "ForSequenceClassification"
-        architectures = json.loads((teacher / "config.json").read_text()).get("architectures") or []
-        if not any(a.endswith(head) for a in architectures):
-            raise ValueError(
-                f"recipe.task_kd.teacher: {teacher} holds {architectures or 'an encoder without a head'}, not a "
-                f"model fine-tuned with a {head} head; fine-tune the teacher on task {cfg.task.name} first "
-                "(recipe=finetune recipe.model=teacher) and give its <run dir>/model"
-            )
+        require_head(teacher, "ForQuestionAnswering" if qa else "ForSequenceClassification",
+                     "recipe.task_kd.teacher", cfg.task.name)  # fmt: skip
     if qa and cfg.trainer.limit_val_batches not in (None, 1, 1.0):
         raise ValueError(
             "trainer.limit_val_batches: SQuAD scores every question of the dev set (a partial pass would score "
             "the rest as unanswered); leave it null"
+        )
+
+
+def require_head(path: Path, head: str, field: str, task_name: str) -> None:
+    """A saved model fine-tuned with ``head`` (e.g. "ForSequenceClassification"): without the task's head,
+    ``from_pretrained`` would silently add a random one."""
+    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith(head) for a in architectures):
+        raise ValueError(
+            f"{field}: {path} holds {architectures or 'an encoder without a head'}, not a model fine-tuned with "
+            f"a {head} head; fine-tune the teacher on task {task_name} first (recipe=finetune "
+            "recipe.model=teacher) and give its <run dir>/model"
         )
 
 
