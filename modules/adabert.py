@@ -12,6 +12,8 @@ sampled number of cells are computed (GDAS-style): the forward pass is the child
 every logit through the straight-through weights.
 
     cell k inputs: (c_{k-2}, c_{k-1});  cell 1: (text a, text b) — the same text twice for single-text tasks
+    each input re-normalised by ReLU-Conv1x1-BN (DARTS' preprocessing), so stacked skip edges cannot grow
+    the states cell after cell
     node i = sum over earlier states j of op_{ij}(state_j)          (N = 3 nodes; 2 + 3 + 4 = 9 edges)
     cell output = sum_i softmax(w)_i * node_i                        (attentive sum over the nodes)
 
@@ -64,6 +66,15 @@ def op_flops(name: str, channels: int) -> int:
     return k * channels if kind in ("avg_pool", "max_pool") else 0
 
 
+def preprocess_size(channels: int) -> int:
+    """Parameters of a cell's two ReLU-Conv1x1-BN input layers (its fixed, unsearched part)."""
+    return 2 * (channels * channels + 3 * channels)
+
+
+def preprocess_flops(channels: int) -> int:
+    return 2 * 2 * channels * channels
+
+
 def op_costs(channels: int) -> torch.Tensor:
     """SIZE(o) + FLOPs(o) per op, each normalised by the largest op's, so the heaviest op costs 2 (ops,)."""
     sizes = torch.tensor([float(op_size(o, channels)) for o in OP_NAMES])
@@ -72,14 +83,18 @@ def op_costs(channels: int) -> torch.Tensor:
 
 
 class ConvOp(nn.Sequential):
-    """ReLU -> Conv1d (SAME padding, dilated or not) -> BatchNorm, over (B, C, S)."""
+    """ReLU -> Conv1d (SAME padding, dilated or not) -> BatchNorm, over (B, C, S).
 
-    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+    ``batch_stats``: normalise by the batch's statistics in eval mode too (the super-network), because one
+    op's input distribution changes with every sampled path upstream: running averages over all paths would
+    fit none, and the argmax child's dev score would be noise. A child keeps the usual running averages."""
+
+    def __init__(self, channels: int, kernel: int, dilation: int, batch_stats: bool = False) -> None:
         pad = dilation * (kernel - 1) // 2
         super().__init__(
             nn.ReLU(),
             nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation),
-            nn.BatchNorm1d(channels),
+            nn.BatchNorm1d(channels, track_running_stats=not batch_stats),
         )
 
 
@@ -100,10 +115,10 @@ class PoolOp(nn.Module):
         return total / count.clamp_min(1e-6)
 
 
-def build_op(name: str, channels: int) -> nn.Module:
+def build_op(name: str, channels: int, batch_stats: bool = False) -> nn.Module:
     kind, kernel, dilation = OPS[name]
     if kind == "conv":
-        return ConvOp(channels, kernel, dilation)
+        return ConvOp(channels, kernel, dilation, batch_stats)
     if kind in ("avg_pool", "max_pool"):
         return PoolOp(kind, kernel)
     return nn.Identity()  # skip; zero is handled by the edge (it has no module and no cost)
@@ -182,16 +197,19 @@ class Cell(nn.Module):
         names = [OP_NAMES] * len(self.edges) if config.is_search else [(o,) for o in config.genotype]
         # edge -> op name -> module (zero has none)
         self.ops = nn.ModuleList(
-            nn.ModuleDict({o: build_op(o, config.hidden_size) for o in ops if o != "zero"}) for ops in names
+            nn.ModuleDict({o: build_op(o, config.hidden_size, config.is_search) for o in ops if o != "zero"})
+            for ops in names
         )
         self.op_names = names
+        # Fixed, not searched: each input re-normalised, whatever the previous cell's output scale.
+        self.preprocess = nn.ModuleList(ConvOp(config.hidden_size, 1, 1, config.is_search) for _ in range(2))
         self.node_weights = nn.Parameter(torch.zeros(config.num_nodes))  # the attentive sum's logits
 
     def forward(
         self, s0: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor, choice: torch.Tensor | None = None
     ) -> torch.Tensor:
         """s0, s1: (B, C, S); mask (B, 1, S); choice: (edges, ops) straight-through one-hot (super-network)."""
-        states = [s0, s1]
+        states = [self.preprocess[0](s0) * mask, self.preprocess[1](s1) * mask]
         for i in range(len(self.node_weights)):
             total = 0
             for e, (node, j) in enumerate(self.edges):
@@ -333,11 +351,12 @@ class AdaBertForSequenceClassification(AdaBertPreTrainedModel):
         return ArchitectureSample(gumbel_st(self.alpha_ops, tau), gumbel_st(self.alpha_k, tau))
 
     def efficiency_loss(self, sample: ArchitectureSample) -> torch.Tensor:
-        """L_E = K / K_max * mean over edges of cost(op) for the sampled architecture; the straight-through
-        weights carry the gradient to alpha_k and alpha_ops. In [0, 2] (0: all-zero ops)."""
+        """L_E = K / K_max * mean over edges of cost(op) / 2 for the sampled architecture, in [0, 1]: 1 is the
+        largest architecture of the space (K_max cells, every edge the heaviest op), 0 all-zero ops. The
+        straight-through weights carry the gradient to alpha_k and alpha_ops."""
         costs = op_costs(self.config.hidden_size).to(sample.ops.device)
         ks = torch.arange(1, self.config.max_cells + 1, device=costs.device, dtype=costs.dtype)
-        return (sample.cells * ks).sum() / self.config.max_cells * (sample.ops * costs).sum(-1).mean()
+        return (sample.cells * ks).sum() / self.config.max_cells * (sample.ops * costs).sum(-1).mean() / 2
 
     def derive(self) -> DerivedArchitecture:
         """The argmax child: K and one op per edge."""
@@ -416,7 +435,7 @@ def inherit_weights(
 
 def child_params(config: AdaBertConfig, include_embeddings: bool = True) -> int:
     c = config.hidden_size
-    per_cell = sum(op_size(o, c) for o in config.genotype) + config.num_nodes
+    per_cell = sum(op_size(o, c) for o in config.genotype) + preprocess_size(c) + config.num_nodes
     heads = (c + 1) * config.num_labels
     embed = config.vocab_size * config.embedding_size if include_embeddings else 0
     project = (config.embedding_size + 1) * c if config.embedding_size != c else 0
@@ -425,7 +444,9 @@ def child_params(config: AdaBertConfig, include_embeddings: bool = True) -> int:
 
 def child_flops(config: AdaBertConfig, seq_len: int = 128) -> int:
     """FLOPs of one sequence through the cells and the classifier (cell heads skipped at inference)."""
-    per_token = sum(op_flops(o, config.hidden_size) for o in config.genotype)
+    per_token = sum(op_flops(o, config.hidden_size) for o in config.genotype) + preprocess_flops(
+        config.hidden_size
+    )
     project = (
         2 * config.embedding_size * config.hidden_size if config.embedding_size != config.hidden_size else 0
     )

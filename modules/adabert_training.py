@@ -117,6 +117,8 @@ class AdaBertModule(L.LightningModule):
         weight_decay: float = 3e-4,
         arch_lr: float = 3e-4,
         arch_weight_decay: float = 1e-3,
+        grad_clip: float | None = 5.0,
+        arch_warmup_epochs: int = 0,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
@@ -131,16 +133,17 @@ class AdaBertModule(L.LightningModule):
         self.gamma, self.beta, self.temperature = gamma, beta, temperature
         self.tau, self.lr, self.momentum, self.weight_decay = tau, lr, momentum, weight_decay
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
+        self.grad_clip = grad_clip
+        self.arch_warmup_epochs = arch_warmup_epochs
         self.on_best = on_best
         self.best: dict[str, float] = {}
         self.history: list[dict] = []
-        self.validated_at = -1
         self.schedule_steps = total_steps or 1  # set from the Trainer in configure_optimizers
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        tau = tau_at(self.global_step, self.schedule_steps, *self.tau)
+        tau = tau_at(self.batches_done, self.schedule_steps, *self.tau)
         sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
         out = self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -154,10 +157,24 @@ class AdaBertModule(L.LightningModule):
             self.model.efficiency_loss(sample) if sample is not None else torch.zeros((), device=ce.device)
         )
         loss = (1 - self.gamma) * ce + self.gamma * kd + self.beta * efficiency
+        if not torch.isfinite(loss):  # stop before the weights (and the saved checkpoints) turn to nan
+            raise FloatingPointError(
+                f"AdaBERT {'search' if self.search else 'retrain'}: the loss is {float(loss)} at step "
+                f"{self.batches_done} (ce {float(ce):.4g}, kd {float(kd):.4g}, efficiency {float(efficiency):.4g}); "
+                "lower recipe.lr or recipe.grad_clip and rerun into a fresh run_dir (a resumed stage keeps its "
+                "optimizer's learning rate)"
+            )
         for opt in optimizers:
             opt.zero_grad()
         self.manual_backward(loss)
-        for opt in optimizers:
+        if self.grad_clip:  # the weights only; Adam on the architecture logits is scale-free
+            self.clip_gradients(
+                optimizers[0], gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
+            )
+        # During the warm-up the architecture logits stay put: the shared weights first learn under uniformly
+        # sampled architectures, so the first choices are not made by untrained ops (which favour zero and skip).
+        warming_up = self.current_epoch < self.arch_warmup_epochs
+        for opt in optimizers[:1] if warming_up else optimizers:
             opt.step()
         self.lr_schedulers().step()
         self.log_dict({"train/ce": ce, "train/kd": kd, "train/efficiency": efficiency})
@@ -165,6 +182,11 @@ class AdaBertModule(L.LightningModule):
         if sample is not None:
             self.log_dict({"arch/num_cells": float(sample.num_cells), "arch/tau": tau})
         return loss
+
+    @property
+    def batches_done(self) -> int:
+        """Training batches so far (``global_step`` counts optimizer steps: two per batch in the search)."""
+        return self.trainer.fit_loop.total_batch_idx + 1 if self._trainer is not None else 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -181,14 +203,13 @@ class AdaBertModule(L.LightningModule):
         self.log("val/score", score, prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        self.validated_at = self.global_step
         if self.search:
             arch = self.model.derive()
-            self.history.append({"step": self.global_step, "val/score": score, "num_cells": arch.num_cells,
+            self.history.append({"step": self.batches_done, "val/score": score, "num_cells": arch.num_cells,
                                  "genotype": arch.genotype})  # fmt: skip
         if score > self.best.get("val/score", -math.inf):
             self.best = {**{f"val/{k}": v for k, v in values.items()}, "val/score": score,
-                         "best_step": float(self.global_step)}  # fmt: skip
+                         "best_step": float(self.batches_done)}  # fmt: skip
             if self.on_best is not None and self.trainer.is_global_zero:  # one rank writes the model
                 self.on_best(self.best)
 

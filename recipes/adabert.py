@@ -84,8 +84,12 @@ class AdaBertRecipeConfig:
     weight_decay: float = 3e-4
     arch_lr: float = 3e-4  # Adam on the architecture logits
     arch_weight_decay: float = 1e-3
-    search_epochs: int = 2  # demo (paper: 80)
-    retrain_epochs: int = 3  # demo (paper: 80)
+    grad_clip: float | None = 5.0  # max gradient norm of the weights (DARTS' 5); null: no clipping
+    search_epochs: int = 4  # demo (paper: 80)
+    # The first search epochs train the shared weights only (architecture logits frozen): untrained ops would
+    # otherwise steer the first choices to zero/skip. Not in the paper (DARTS-family practice); 0: off.
+    arch_warmup_epochs: int = 1
+    retrain_epochs: int = 4  # demo (paper: 80)
     inherit_weights: bool = True  # the child starts from the super-network's weights of its ops
     probe_epochs: int = 200  # full-batch Adam steps per layer probe
     cache_dir: str = "~/.cache/distill-recipes/adabert"  # teacher targets, keyed by teacher + data
@@ -107,6 +111,15 @@ class AdaBertRecipeConfig:
             )
         if self.lr_min > self.lr:
             raise ValueError(f"recipe.lr_min ({self.lr_min}) must be <= recipe.lr ({self.lr})")
+        if not 0 <= self.arch_warmup_epochs < self.search_epochs:
+            raise ValueError(
+                f"recipe.arch_warmup_epochs={self.arch_warmup_epochs}: must be >= 0 and leave search epochs to "
+                f"move the architecture (< recipe.search_epochs={self.search_epochs})"
+            )
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(
+                f"recipe.grad_clip: a max gradient norm > 0, or null for none; got {self.grad_clip}"
+            )
         if not 0 <= self.momentum < 1:
             raise ValueError(f"recipe.momentum: must be in [0, 1), got {self.momentum}")
 
@@ -125,7 +138,8 @@ def check_config(cfg: RunConfig) -> None:
     if t.gradient_clip_val or t.accumulate_grad_batches != 1:
         raise ValueError(
             "trainer.gradient_clip_val / trainer.accumulate_grad_batches: the search steps two optimizers by hand "
-            "(Lightning's manual optimization), which supports neither; leave them at null / 1"
+            "(Lightning's manual optimization), which supports neither; leave them at null / 1 (clip with "
+            "recipe.grad_clip)"
         )
     if t.max_steps != -1:
         raise ValueError(
@@ -348,7 +362,8 @@ def train_stage(
         model, targets, metrics_names, gamma=recipe.gamma, beta=beta,
         temperature=recipe.temperature, tau=(recipe.tau_start, recipe.tau_end), lr=(recipe.lr, recipe.lr_min),
         momentum=recipe.momentum, weight_decay=recipe.weight_decay, arch_lr=recipe.arch_lr,
-        arch_weight_decay=recipe.arch_weight_decay, on_best=on_best,
+        arch_weight_decay=recipe.arch_weight_decay, grad_clip=recipe.grad_clip,
+        arch_warmup_epochs=recipe.arch_warmup_epochs, on_best=on_best,
     )  # fmt: skip
     checkpoints = ModelCheckpoint(dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=0)
     callbacks = [checkpoints] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])

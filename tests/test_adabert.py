@@ -24,7 +24,14 @@ from modules.adabert import (
     gumbel_st,
     op_costs,
 )
-from modules.adabert_training import distillation_loss, layer_for_cell, tau_at, train_probe
+from modules.adabert_training import (
+    AdaBertModule,
+    TeacherTargets,
+    distillation_loss,
+    layer_for_cell,
+    tau_at,
+    train_probe,
+)
 from tests.test_finetune import finetune_overrides
 from tests.test_recipes import run_py
 
@@ -90,6 +97,74 @@ def test_a_zero_edge_contributes_nothing() -> None:
     assert not torch.allclose(base, cell(torch.randn(2, 8, 6), s1, mask))
 
 
+def test_cell_inputs_are_renormalised_so_stacked_skip_cells_do_not_blow_up() -> None:
+    # Every node of an all-skip cell sums the states before it; without the 1x1 input layers eight such
+    # cells would grow the state roughly 4x per cell (4^8 ~ 65000x).
+    torch.manual_seed(0)
+    child = AdaBertForSequenceClassification(
+        child_config(search_config(max_cells=8), DerivedArchitecture(8, ["skip"] * EDGES))
+    ).train()
+    mask = torch.ones(4, 1, 10)
+    states = [torch.randn(4, 8, 10)] * 2
+    for cell in child.cells:
+        states.append(cell(states[-2], states[-1], mask))
+    assert float(states[-1].std()) < 5 * float(states[0].std())
+
+
+def test_super_network_normalises_by_batch_statistics_and_a_child_by_running_ones() -> None:
+    # One op's input changes with every sampled path upstream: running averages over all paths fit none.
+    norms = lambda m: [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm1d)]  # noqa: E731
+    supernet = AdaBertForSequenceClassification(search_config())
+    child = AdaBertForSequenceClassification(
+        child_config(search_config(), DerivedArchitecture(2, ["std_conv_3"] * EDGES))
+    )
+    assert norms(supernet) and not any(b.track_running_stats for b in norms(supernet))
+    assert all(b.track_running_stats for b in norms(child))
+    supernet.eval()
+    ids = torch.randint(5, 40, (6, 9))
+    alone = supernet(ids[:3]).logits
+    assert not torch.allclose(alone, supernet(ids).logits[:3])  # the batch's statistics, even in eval mode
+
+
+def tiny_batches(n: int = 4, rows: int = 8) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for b in range(n):
+        ids = torch.randint(5, 40, (rows, 9), generator=g)
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                    "labels": (ids[:, 0] > 22).long(), "index": torch.arange(b * rows, (b + 1) * rows)})  # fmt: skip
+    return out
+
+
+def fit_search(targets: TeacherTargets, epochs: int, warmup: int) -> AdaBertForSequenceClassification:
+    import lightning as L
+
+    torch.manual_seed(0)
+    model = AdaBertForSequenceClassification(search_config())
+    module = AdaBertModule(model, targets, ("acc",), arch_lr=0.05, arch_warmup_epochs=warmup)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(tiny_batches(), batch_size=None))
+    return model
+
+
+def test_architecture_logits_stay_put_during_the_warmup_then_move() -> None:
+    targets = TeacherTargets(torch.randn(32, 2), torch.randn(2, 32, 2))
+    torch.manual_seed(0)
+    initial = AdaBertForSequenceClassification(search_config())
+    warm = fit_search(targets, epochs=1, warmup=1)
+    assert torch.equal(warm.alpha_ops, initial.alpha_ops) and torch.equal(warm.alpha_k, initial.alpha_k)
+    assert not torch.equal(warm.classifier.weight, initial.classifier.weight)  # the weights did train
+    moved = fit_search(targets, epochs=2, warmup=1)
+    assert not torch.equal(moved.alpha_ops, initial.alpha_ops)
+
+
+def test_a_non_finite_loss_stops_the_search_with_what_to_change() -> None:
+    targets = TeacherTargets(torch.full((32, 2), float("nan")), torch.randn(2, 32, 2))
+    with pytest.raises(FloatingPointError, match="recipe.lr"):
+        fit_search(targets, epochs=1, warmup=0)
+
+
 def test_efficiency_loss_rises_with_k_and_with_heavier_ops() -> None:
     model = AdaBertForSequenceClassification(search_config())
 
@@ -102,7 +177,7 @@ def test_efficiency_loss_rises_with_k_and_with_heavier_ops() -> None:
     assert cost(2, "zero") == 0 == cost(2, "skip")
     assert cost(2, "avg_pool_3") < cost(2, "std_conv_3") < cost(2, "std_conv_5") < cost(2, "std_conv_7")
     assert cost(2, "dil_conv_3") == cost(2, "std_conv_3")  # same weights and FLOPs, wider receptive field
-    assert cost(4, "std_conv_7") == pytest.approx(2.0)  # K = K_max and the heaviest op: both normalised to 1
+    assert cost(4, "std_conv_7") == pytest.approx(1.0)  # the largest architecture of the space costs 1
     assert op_costs(8).argmax() == OP_NAMES.index("std_conv_7")
 
 
@@ -148,9 +223,9 @@ def test_child_size_and_flops_formulas_match_the_built_model() -> None:
     child = AdaBertForSequenceClassification(child_config(search_config(), arch))
     heads = sum(p.numel() for p in child.cell_heads.parameters())  # training-only (probe KD)
     assert child_params(child.config) == child.num_parameters() - heads
-    # Per token and cell: convs 2·(3 + 5 + 7)·8·8 = 1920, two pools 3·8 each = 48; x K = 2 cells; the 12 -> 8
-    # projection 2·12·8 = 192; x 10 tokens; the classifier 2·8·2 = 32.
-    assert child_flops(child.config, seq_len=10) == 10 * (2 * (1920 + 48) + 192) + 32
+    # Per token and cell: convs 2·(3 + 5 + 7)·8·8 = 1920, two pools 3·8 each = 48, the two 1x1 input convs
+    # 2·2·8·8 = 256; x K = 2 cells; the 12 -> 8 projection 2·12·8 = 192; x 10 tokens; the classifier 2·8·2 = 32.
+    assert child_flops(child.config, seq_len=10) == 10 * (2 * (1920 + 48 + 256) + 192) + 32
 
 
 def test_pair_inputs_are_split_by_segment() -> None:
