@@ -2,7 +2,7 @@
 
     python run.py recipe=adabert                                  # offline sentiment task, the MiniLM teacher
     python run.py recipe=adabert recipe.teacher=<finetune run dir>/model   # reuse a fine-tuned teacher
-    python run.py -m recipe=adabert recipe.beta=0,4,8 recipe.teacher=<dir>  # the efficiency trade-off
+    python run.py -m recipe=adabert recipe.beta=0,4,8 recipe.teacher=<dir>  # the trade-off: adabert_table.md
     python run.py recipe=adabert task=glue task.glue_task=mrpc    # GLUE, with the network
 
 Reads top to bottom:
@@ -10,7 +10,8 @@ Reads top to bottom:
 2. its knowledge as fixed targets: its logits on every training row, and a probe (a linear classifier on
    frozen [CLS] states) per layer with its logits: cached, so a sweep over β pays for them once;
 3. the search: a super-network of K_max cells sharing one architecture; each step samples the ops and K
-   (hard Gumbel-softmax, straight-through), L = (1-γ)·CE + γ·KD + β·L_E; weights by SGD, logits by Adam;
+   (hard Gumbel-softmax, straight-through), L = (1-γ)·CE + γ·KD + β·L_E; weights by SGD, logits by Adam
+   (frozen for the first ``arch_warmup_epochs``);
 4. derive the argmax child (K and one op per edge) and retrain it (inheriting the searched weights) with
    the same loss minus L_E; the best-dev child is saved in HF format (``student/``);
 5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up;
@@ -218,6 +219,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     teacher_params = teacher.num_parameters()
     metrics.update({
         "num_cells": float(arch.num_cells), "params": float(child_params(best.config)),
+        # without the (factorised) embedding tables: what the search itself sized
+        "params_non_embedding": float(child_params(best.config, include_embeddings=False)),
+        "teacher/params_non_embedding": float(teacher_params - embedding_params(teacher)),
         "flops_per_seq@128": float(child_flops(best.config, 128)), "teacher/params": float(teacher_params),
         "compression": teacher_params / child_params(best.config),
     })  # fmt: skip
@@ -323,6 +327,12 @@ def teacher_knowledge(
         teacher_dev=dict(payload["teacher_dev"]),
         teacher_test=dict(payload["teacher_test"]),
     )
+
+
+def embedding_params(model: torch.nn.Module) -> int:
+    """The embedding block's parameters (word, position, type tables and their LayerNorm in BERT-likes)."""
+    block = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+    return sum(p.numel() for p in block.parameters())
 
 
 @torch.no_grad()

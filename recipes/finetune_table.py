@@ -191,24 +191,39 @@ def read_job(job_dir: Path, cfg: DictConfig) -> Job:
     )
 
 
-def collect(dirs: Sequence[str | Path]) -> Sweep:
-    """The finetune jobs under dirs (recursively); other recipes' jobs are skipped."""
-    roots = tuple(Path(d) for d in dirs)
+@dataclass(frozen=True)
+class RecipeJobs:
+    """One recipe's Hydra jobs under some dirs: the finished ones (with their composed config) and the dirs
+    of the failed or unfinished ones (no ``metrics.json``)."""
+
+    finished: list[tuple[Path, DictConfig]]
+    failed: list[Path]
+
+
+def recipe_jobs(roots: Sequence[Path], recipe: str) -> RecipeJobs:
+    """The jobs of ``recipe`` (``recipe.name``) under roots, recursively; other recipes' jobs are skipped."""
     seen: set[Path] = set()  # overlapping dirs (a sweep and one of its jobs) count each job once
-    jobs, failed = [], []
+    finished, failed = [], []
     for root in roots:
         for job_dir in job_dirs(root):
             if job_dir.resolve() in seen:
                 continue
             seen.add(job_dir.resolve())
             cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-            if select(cfg, "recipe.name") != "finetune":
+            if select(cfg, "recipe.name") != recipe:
                 continue
             if (job_dir / "metrics.json").exists():
-                jobs.append(read_job(job_dir, cfg))
+                finished.append((job_dir, cfg))
             else:
                 failed.append(job_dir)
-    return Sweep(dirs=roots, jobs=jobs, failed=failed)
+    return RecipeJobs(finished, failed)
+
+
+def collect(dirs: Sequence[str | Path]) -> Sweep:
+    """The finetune jobs under dirs (recursively); other recipes' jobs are skipped."""
+    roots = tuple(Path(d) for d in dirs)
+    found = recipe_jobs(roots, "finetune")
+    return Sweep(dirs=roots, jobs=[read_job(d, cfg) for d, cfg in found.finished], failed=found.failed)
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -513,13 +528,20 @@ class FinetuneTableCallback(Callback):
         )
 
 
-def main(argv: Sequence[str] | None = None) -> TableResult:
-    parser = argparse.ArgumentParser(
-        prog="python -m recipes.finetune_table",
-        description="The best-dev fine-tuning table (markdown, CSV, PNG) from recipe=finetune sweep dirs.",
-    )
+def sweep_table_parser(module: str, description: str, filename: str) -> argparse.ArgumentParser:
+    """The command line of a sweep table: ``python -m <module> DIR [DIR ...] [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("dirs", nargs="+", help="sweep dirs (or job dirs), searched recursively")
-    parser.add_argument("--out", default=None, help="where to write finetune_table.*; default: the first dir")
+    parser.add_argument("--out", default=None, help=f"where to write {filename}.*; default: the first dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> TableResult:
+    parser = sweep_table_parser(
+        "recipes.finetune_table",
+        "The best-dev fine-tuning table (markdown, CSV, PNG) from recipe=finetune sweep dirs.",
+        FILENAME,
+    )
     args = parser.parse_args(argv)
     sweep = collect(args.dirs)
     if not sweep.jobs:
