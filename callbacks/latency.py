@@ -5,7 +5,10 @@ student from a config (no trained weights needed, so it can run before or beside
 warm-up runs, then ``rounds`` x ``repeats`` timed passes with proper synchronisation (CUDA events on GPU; a fixed
 thread count on CPU). It returns p50 / p90 / mean / std (ms), the coefficient of variation,
 throughput (sequences/s) and peak memory. p50 is the median of the rounds' medians; a measurement whose
-round medians spread by more than ``max_cv`` is repeated up to ``max_retries`` times, then flagged. Results are cached per (architecture, device
+round medians spread by more than ``max_cv`` is repeated up to ``max_retries`` times, then flagged. On CPU a
+measurement taken while other processes kept the cores busy (1-minute load average per core above
+``max_other_load`` of the machine's CPU time, from ``/proc/stat``) is flagged ``contended``: steady contention
+slows every round alike, so the spread cannot see it. Flagged results are returned but never cached. Results are cached per (architecture, device
 fingerprint, dtype, batch, sequence length, backend, library versions): each architecture is measured
 once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and friends.
 """
@@ -36,7 +39,7 @@ from modules.student import StudentConfig, StudentModel
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "compile", "onnxruntime")
-CACHE_FORMAT = 2  # bump when LatencyResult's fields change: older entries then simply miss
+CACHE_FORMAT = 3  # bump when LatencyResult's fields change: older entries then simply miss
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -57,6 +60,9 @@ class LatencyConfig:
     threads: int | None = None  # CPU threads while timing; null = torch's current setting
     max_cv: float = 0.05  # relative spread of the round medians ((max - min) / p50) above this is noisy
     max_retries: int = 2
+    # CPU: the share of the machine's CPU time that other processes may use while timing before the result is
+    # flagged contended (and not cached); null: never flag
+    max_other_load: float | None = 0.25
     cache_path: str | None = "~/.cache/distill-recipes/latency.json"  # null: no cache
 
     def __post_init__(self) -> None:
@@ -73,6 +79,8 @@ class LatencyConfig:
             raise ValueError(f"latency.threads must be >= 1 or null, got {self.threads}")
         if not self.max_cv > 0:
             raise ValueError(f"latency.max_cv must be > 0, got {self.max_cv}")
+        if self.max_other_load is not None and not 0 < self.max_other_load <= 1:
+            raise ValueError(f"latency.max_other_load must be in (0, 1] or null, got {self.max_other_load}")
 
 
 @dataclass
@@ -88,6 +96,7 @@ class LatencyResult:
     noisy: bool
     attempts: int
     device: str
+    contended: bool = False  # CPU: other processes kept the cores busy while timing (see the module doc)
     cached: bool = False
 
     def as_metrics(self, prefix: str = "latency/") -> dict[str, float]:
@@ -103,6 +112,7 @@ class LatencyResult:
         )
         out = {prefix + k: float(getattr(self, k)) for k in keys}
         out[prefix + "noisy"] = float(self.noisy)
+        out[prefix + "contended"] = float(self.contended)
         return out
 
 
@@ -276,6 +286,51 @@ def summarise(rounds: list[list[float]], batch_size: int) -> dict[str, float]:
     }
 
 
+@dataclass
+class CpuClock:
+    """CPU seconds used so far by the whole machine (``/proc/stat``: every CPU's busy and stolen time) and by
+    this process (every thread), with the wall clock: two readings tell how much of the machine other
+    processes used in between."""
+
+    machine_s: float
+    self_s: float
+    wall_s: float
+    cpus: int
+
+    @staticmethod
+    def read() -> CpuClock | None:
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None  # not Linux: the check is skipped
+        values = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        return CpuClock(busy, usage.ru_utime + usage.ru_stime, time.perf_counter(), max(cpus, 1))
+
+    def others_share(self, later: CpuClock) -> float:
+        """The share of the machine's CPU time (0..1) that other processes used between the two readings."""
+        wall = max(later.wall_s - self.wall_s, 1e-9)
+        others = (later.machine_s - self.machine_s) - (later.self_s - self.self_s)
+        return max(others, 0.0) / (wall * self.cpus)
+
+
+def contended(before: CpuClock | None, after: CpuClock | None, max_other_load: float | None) -> bool:
+    """Whether other processes used more than ``max_other_load`` of the machine while timing."""
+    if max_other_load is None or before is None or after is None:
+        return False
+    share = before.others_share(after)
+    if share > max_other_load:
+        log.warning(
+            "latency: other processes used %.0f%% of the machine's CPU time while timing (> "
+            "latency.max_other_load=%.2f): the numbers may be inflated and are not cached",
+            100 * share, max_other_load,
+        )  # fmt: skip
+        return True
+    return False
+
+
 def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConfig) -> LatencyResult:
     """Measure serving latency on the configured device; see the module docstring."""
     device = resolve_device(cfg.device)
@@ -302,6 +357,7 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
             torch.cuda.reset_peak_memory_stats(device)
         fn = prepare(model, cfg, device, inputs)
         time_calls(fn, device, cfg.warmup, 0)
+        clock = CpuClock.read() if device.type == "cpu" else None
 
         def measure() -> dict[str, float]:
             return summarise(
@@ -315,6 +371,7 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        busy = device.type == "cpu" and contended(clock, CpuClock.read(), cfg.max_other_load)
     finally:
         torch.set_num_threads(previous_threads)
     noisy = stats["p50_spread"] > cfg.max_cv
@@ -325,8 +382,9 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
             stats["p50_spread"],
             cfg.max_cv,
         )
-    result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint)
-    if cache is not None and not noisy:
+    result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint,
+                           contended=busy)  # fmt: skip
+    if cache is not None and not noisy and not busy:
         _store(cache, key, result)
     return result
 

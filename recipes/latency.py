@@ -138,7 +138,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
                     "name": config.name,
                     "params": num_parameters(config),
                     "flops": flops(config, measure.seq_len, measure.batch_size),
-                    **{k: getattr(result, k) for k in ("p50_ms", "p50_spread", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb", "noisy", "cached")},
+                    **{k: getattr(result, k) for k in ("p50_ms", "p50_spread", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb", "noisy", "contended", "cached")},
                 }
             )  # fmt: skip
             progress.advance(task)
@@ -152,7 +152,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     plot(rows, correlations, device, run_dir / "latency_vs_params.png")
     log.info("measured %d students on %s: %s", len(rows), device, run_dir / "latency.csv")
 
-    metrics = {**correlations, "noisy": float(sum(r["noisy"] for r in rows))}
+    metrics = {**correlations, "noisy": float(sum(r["noisy"] for r in rows)),
+               "contended": float(sum(r["contended"] for r in rows))}  # fmt: skip
     if len(rows) == 1:
         metrics.update(
             {

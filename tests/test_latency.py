@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -14,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 import run
 from callbacks.latency import (
+    CpuClock,
     LatencyCallback,
     LatencyConfig,
     LatencyResult,
@@ -31,9 +35,21 @@ def tiny_config(hidden: int = 32, blocks: int = 2):
     return spec.to_hf_config(vocab_size=100)
 
 
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def fast(tmp_path, **kwargs) -> LatencyConfig:
     values = dict(
-        device="cpu", seq_len=16, warmup=1, repeats=5, max_cv=10.0, cache_path=str(tmp_path / "lat.json")
+        device="cpu",
+        seq_len=16,
+        warmup=1,
+        repeats=5,
+        max_cv=10.0,
+        cache_path=str(tmp_path / "lat.json"),
+        max_other_load=None,  # the cache tests must not depend on what else the machine runs
     )
     values.update(kwargs)
     return LatencyConfig(**values)
@@ -95,6 +111,32 @@ def test_noisy_measurements_are_retried_then_flagged(tmp_path) -> None:
     result = measure_latency(tiny_config(), fast(tmp_path, max_cv=1e-9, max_retries=2))
     assert result.noisy and result.attempts == 3
     assert "latency.json" not in [p.name for p in tmp_path.iterdir()]  # noisy results are not cached
+
+
+def test_other_processes_share_of_the_machine_by_hand() -> None:
+    # 2 CPUs for 2 s = 4 CPU-seconds; the machine used 3, this process 1: others used 2 of 4.
+    before, after = CpuClock(100.0, 10.0, 50.0, 2), CpuClock(103.0, 11.0, 52.0, 2)
+    assert before.others_share(after) == pytest.approx(0.5)
+    assert before.others_share(CpuClock(101.0, 11.0, 52.0, 2)) == 0.0  # only this process worked
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+def test_a_busy_machine_flags_the_measurement_and_keeps_it_out_of_the_cache(tmp_path) -> None:
+    import multiprocessing as mp
+
+    cfg = fast(tmp_path, repeats=40, max_other_load=0.25)
+    spinners = [mp.get_context("spawn").Process(target=spin, args=(20.0,), daemon=True)
+                for _ in range(os.cpu_count() or 1)]  # fmt: skip
+    for p in spinners:
+        p.start()
+    try:
+        time.sleep(1.0)  # the spawned interpreters start up before they spin
+        busy = measure_latency(tiny_config(), cfg)
+    finally:
+        for p in spinners:
+            p.kill()
+    assert busy.contended and busy.as_metrics()["latency/contended"] == 1.0
+    assert not (tmp_path / "lat.json").exists()  # a contended result is never cached
 
 
 def test_callback_measures_without_changing_the_model(tmp_path) -> None:
