@@ -115,6 +115,14 @@ def op_mix(genotype: Sequence[str]) -> str:
     return ", ".join(f"{k} {kinds.count(k)}" for k in OP_GROUPS if kinds.count(k)) or "—"
 
 
+def teacher_jobs(jobs: Sequence[AdaBertJob]) -> dict[tuple[str, str], AdaBertJob]:
+    """Per (teacher, task), the first job that used it: the one whose teacher measurements are shown."""
+    first: dict[tuple[str, str], AdaBertJob] = {}
+    for job in jobs:
+        first.setdefault((job.teacher, job.task), job)
+    return first
+
+
 def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed: Sequence[Path]) -> str:
     tasks = sorted({j.task for j in jobs})
     header = ["Model"] + (["Task"] if len(tasks) > 1 else []) + [
@@ -128,10 +136,7 @@ def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed:
             number(None if flops is None else flops / 1e6, ".1f"), number(job.get("latency/p50_ms"), ".2f"),
             number(job.get("speedup"), ".1f"), number(job.get("val/acc"), ".4f"), number(job.get("test/acc"), ".4f"),
         ])  # fmt: skip
-    teachers = {}
-    for job in jobs:
-        teachers.setdefault((job.teacher, job.task), job)
-    for (teacher, task), job in teachers.items():
+    for (teacher, task), job in teacher_jobs(jobs).items():
         params, body = job.get("teacher/params"), job.get("teacher/params_non_embedding")
         lines.append([f"teacher: {teacher}"] + ([task] if len(tasks) > 1 else []) + [
             "—", "—", number(None if params is None else params / 1e6, ".2f"),
@@ -170,15 +175,23 @@ def csv_rows(jobs: Sequence[AdaBertJob], labels: dict[Path, str]) -> list[dict[s
 
 
 def plot(jobs: Sequence[AdaBertJob], labels: dict[Path, str], path: Path) -> None:
-    """Dev accuracy against params (left) and against measured latency (right); the teacher as a star."""
+    """Dev accuracy against params without the embedding tables (left: what the search sized; the tables
+    are alike and would hide it) and against measured latency (right); the teacher as a star."""
     import matplotlib  # here, not at import: Hydra imports this module in every job for the callback
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, teacher_key, xlabel, scale in (
-        (axes[0], "params", "teacher/params", "params (M, log scale)", 1e-6),
+        (
+            axes[0],
+            "params_non_embedding",
+            "teacher/params_non_embedding",
+            "params w/o embeddings (M, log scale)",
+            1e-6,
+        ),
         (axes[1], "latency/p50_ms", "teacher/latency/p50_ms", "latency p50, batch 1 (ms, log scale)", 1.0),
     ):
         for job in jobs:
@@ -188,12 +201,14 @@ def plot(jobs: Sequence[AdaBertJob], labels: dict[Path, str], path: Path) -> Non
             ax.scatter([x * scale], [y], color="C0")
             ax.annotate(f"{labels[job.dir]} (K={job.get('num_cells') or 0:.0f})", (x * scale, y), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        teachers = {(j.teacher, j.task): j for j in jobs}
-        for job in teachers.values():
+        for job in teacher_jobs(jobs).values():
             x, y = job.get(teacher_key), job.get("teacher/val/acc")
             if x is not None and y is not None:
                 ax.scatter([x * scale], [y], marker="*", s=160, color="C3", label="teacher")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("dev accuracy")
         ax.grid(alpha=0.3)
