@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from omegaconf import MISSING
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path, tokenizer_identity
@@ -703,6 +703,28 @@ def glue_examples(dataset: Any, text_columns: list[str]) -> list[RawExample]:
 # ------------------------------------------------------------------------------------------- datamodule
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order per epoch that depends only on (seed, epoch), recomputed from the epoch Lightning sets
+    (``set_epoch``). It is the order a ``RandomSampler`` with a generator seeded with ``seed`` yields in its
+    e-th full epoch (that sampler draws two permutations per epoch, the second one empty-sliced), so
+    uninterrupted runs keep the batch order they had before resumption was exact."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(2 * self.epoch):
+            torch.randperm(self.size, generator=generator)  # the earlier epochs' draws
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class ClassificationDataModule(LightningDataModule):
     """Sentence / sentence-pair classification or regression, tokenised once and cached on disk.
 
@@ -898,12 +920,13 @@ class ClassificationDataModule(LightningDataModule):
         return self._splits[name]
 
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+        split = self._split(name)
         return DataLoader(
-            self._split(name),
+            split,
             batch_size=batch_size,
-            shuffle=shuffle,
-            # Seeded, so a run's batch order is reproducible whatever else has drawn random numbers.
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            # Seeded per epoch, so a run's batch order is reproducible whatever else has drawn random numbers,
+            # and a run resumed at epoch e sees the order an uninterrupted one would.
+            sampler=EpochShuffle(len(split), self.seed) if shuffle else None,
             num_workers=self.cfg.num_workers,
             collate_fn=partial(pad_collate, pad_id=int(self.tokenizer.pad_token_id)),
         )

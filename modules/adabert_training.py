@@ -119,6 +119,7 @@ class AdaBertModule(L.LightningModule):
         arch_weight_decay: float = 1e-3,
         grad_clip: float | None = 5.0,
         arch_warmup_epochs: int = 0,
+        seed: int = 0,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
@@ -135,6 +136,7 @@ class AdaBertModule(L.LightningModule):
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.grad_clip = grad_clip
         self.arch_warmup_epochs = arch_warmup_epochs
+        self.seed = seed
         self.on_best = on_best
         self.best: dict[str, float] = {}
         self.history: list[dict] = []
@@ -143,6 +145,9 @@ class AdaBertModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        # The Gumbel noise and dropout of a batch depend only on (seed, batch): a run resumed from a checkpoint
+        # samples what an uninterrupted one would, and every DDP rank samples the same architecture.
+        torch.manual_seed(self.seed * 1_000_003 + self.batches_done)
         tau = tau_at(self.batches_done, self.schedule_steps, *self.tau)
         sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
         out = self.model(

@@ -32,6 +32,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from rich.progress import track
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import modules  # noqa: F401  (registers the students with the Auto classes)
@@ -168,7 +169,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
         )
 
     # 2. Its knowledge: logits and layer probes on every training row (cached).
-    knowledge = teacher_knowledge(teacher, teacher_dir, data, recipe)
+    knowledge = teacher_knowledge(
+        teacher, teacher_dir, data, recipe, progress=cfg.trainer.enable_progress_bar
+    )
     log.info("teacher dev %s; probe dev accuracy per layer: %s", knowledge.teacher_dev,
              [round(a, 3) for a in knowledge.probe_dev_acc])  # fmt: skip
 
@@ -276,10 +279,12 @@ class TeacherKnowledge:
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: torch.nn.Module, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def teacher_outputs(
+    teacher: torch.nn.Module, loader: Any, description: str = "teacher", progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits (N, C), [CLS] states of every layer (L, N, H) and labels (N,) of one split, in split order."""
     logits, states, labels = [], [], []
-    for batch in loader:
+    for batch in track(loader, description=description, total=len(loader), disable=not progress):
         out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       token_type_ids=batch["token_type_ids"], output_hidden_states=True)  # fmt: skip
         logits.append(out.logits.float())
@@ -294,7 +299,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def teacher_knowledge(
-    teacher: torch.nn.Module, teacher_dir: str, data: ClassificationDataModule, recipe: AdaBertRecipeConfig
+    teacher: torch.nn.Module,
+    teacher_dir: str,
+    data: ClassificationDataModule,
+    recipe: AdaBertRecipeConfig,
+    progress: bool = False,
 ) -> TeacherKnowledge:
     weights = sorted(Path(teacher_dir).glob("*.safetensors")) or sorted(Path(teacher_dir).glob("*.bin"))
     key = hashlib.sha256(json.dumps({
@@ -307,8 +316,12 @@ def teacher_knowledge(
     else:
         log.info("teacher targets: running the teacher over %s and training %s probes", data.split_sizes,
                  teacher.config.num_hidden_layers)  # fmt: skip
-        train_logits, train_states, train_labels = teacher_outputs(teacher, data.eval_dataloader("train"))
-        dev_logits, dev_states, dev_labels = teacher_outputs(teacher, data.eval_dataloader("validation"))
+        train_logits, train_states, train_labels = teacher_outputs(
+            teacher, data.eval_dataloader("train"), "teacher over train", progress
+        )
+        dev_logits, dev_states, dev_labels = teacher_outputs(
+            teacher, data.eval_dataloader("validation"), "teacher over dev", progress
+        )
         probes = [
             train_probe(s, train_labels, data.num_labels, epochs=recipe.probe_epochs) for s in train_states
         ]
@@ -318,7 +331,9 @@ def teacher_knowledge(
         payload = {"logits": train_logits, "probe_logits": probe_logits, "probe_dev_acc": probe_dev_acc,
                    "teacher_dev": {"val/acc": accuracy(dev_logits, dev_labels)}, "teacher_test": {}}  # fmt: skip
         if "test" in data.split_sizes and data.test_labelled:
-            test_logits, _, test_labels = teacher_outputs(teacher, data.eval_dataloader("test"))
+            test_logits, _, test_labels = teacher_outputs(
+                teacher, data.eval_dataloader("test"), "teacher over test", progress
+            )
             payload["teacher_test"] = {"test/acc": accuracy(test_logits, test_labels)}
         save_atomic(payload, cache)  # ranks that computed the same targets never see a half-written file
     return TeacherKnowledge(
@@ -373,9 +388,13 @@ def train_stage(
         temperature=recipe.temperature, tau=(recipe.tau_start, recipe.tau_end), lr=(recipe.lr, recipe.lr_min),
         momentum=recipe.momentum, weight_decay=recipe.weight_decay, arch_lr=recipe.arch_lr,
         arch_weight_decay=recipe.arch_weight_decay, grad_clip=recipe.grad_clip,
-        arch_warmup_epochs=recipe.arch_warmup_epochs, on_best=on_best,
+        arch_warmup_epochs=recipe.arch_warmup_epochs, seed=cfg.seed, on_best=on_best,
     )  # fmt: skip
-    checkpoints = ModelCheckpoint(dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=0)
+    # Every epoch: the newest checkpoint (top-1 without a monitor), last.ckpt linked to it. With save_top_k=0
+    # Lightning writes last.ckpt only at the end of fit, and a crash would lose the whole stage.
+    checkpoints = ModelCheckpoint(
+        dirpath=stage_dir / "checkpoints", save_top_k=1, save_last="link", every_n_epochs=1
+    )
     callbacks = [checkpoints] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(cfg.trainer, str(stage_dir), build_logger(cfg.logger, str(stage_dir)), callbacks,
                             max_epochs=epochs, enable_checkpointing=True)  # fmt: skip

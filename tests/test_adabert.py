@@ -32,6 +32,7 @@ from modules.adabert_training import (
     tau_at,
     train_probe,
 )
+from tests.test_distill import CONF
 from tests.test_finetune import finetune_overrides
 from tests.test_recipes import run_py
 
@@ -308,6 +309,53 @@ def test_adabert_searches_derives_and_saves_a_loadable_child(
     assert "## Derived cell" in report and (run_dir / "cell.png").stat().st_size > 0
     ids = torch.randint(5, 30, (2, 9))
     assert child(ids).logits.shape == (2, 2)
+
+
+def adabert_run_config(teacher, tsv, tmp_path, run: str):
+    from hydra import compose, initialize_config_dir
+
+    import run as run_py_module
+
+    overrides = [o for o in adabert_overrides(teacher, tsv, tmp_path, run) if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("run", overrides=overrides + ["recipe.measure_latency=false"])
+    return run_py_module.to_run_config(cfg, str(tmp_path / run))
+
+
+def test_killed_twice_and_resumed_run_matches_uninterrupted(
+    tiny_teacher_dir, sentiment_tsv, tmp_path, monkeypatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from recipes import adabert
+
+    full = adabert.run(adabert_run_config(tiny_teacher_dir, sentiment_tsv, tmp_path, "full"))
+    original = AdaBertModule.training_step
+
+    def killed_in(search: bool, epoch: int):
+        def step(self, batch, batch_idx):
+            if self.search == search and self.current_epoch == epoch and batch_idx == 1:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, batch, batch_idx)
+
+        return step
+
+    killed = tmp_path / "killed"
+    for search, epoch in ((True, 1), (False, 2)):  # mid-search, then mid-retraining
+        with monkeypatch.context() as patch:
+            patch.setattr(AdaBertModule, "training_step", killed_in(search, epoch))
+            with pytest.raises((KeyboardInterrupt, SystemExit)):
+                adabert.run(adabert_run_config(tiny_teacher_dir, sentiment_tsv, tmp_path, "killed"))
+        assert not (killed / "metrics.json").exists()
+    assert (killed / "search" / "checkpoints" / "last.ckpt").exists()
+    resumed = adabert.run(adabert_run_config(tiny_teacher_dir, sentiment_tsv, tmp_path, "killed"))
+    for key in ("num_cells", "search/val/score", "search/best_step", "val/score", "best_step", "test/acc"):
+        assert resumed[key] == full[key], key
+    arch = [json.loads((tmp_path / r / "architecture.json").read_text()) for r in ("full", "killed")]
+    assert arch[0] == arch[1]  # the same child and the same search trajectory
+    weights = [load_file(tmp_path / r / "student" / "model.safetensors") for r in ("full", "killed")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:

@@ -20,6 +20,7 @@ from datamodules.classification import (
     GLUE_TASKS,
     ClassificationDataModule,
     DataError,
+    EpochShuffle,
     TaskDataConfig,
     load_glue,
     pad_collate,
@@ -613,3 +614,15 @@ def test_real_movie_review_snippets(tmp_path: Path, tokenizer: PreTrainedTokeniz
     ) or not torch.equal(other._splits["validation"].lengths, dm._splits["validation"].lengths)
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] <= 64
+
+
+def test_epoch_shuffle_depends_on_seed_and_epoch_only_and_keeps_the_old_order() -> None:
+    from torch.utils.data import RandomSampler
+
+    old = RandomSampler(range(50), generator=torch.Generator().manual_seed(3))
+    uninterrupted = [list(old) for _ in range(3)]  # the order runs had before resumption was exact
+    sampler = EpochShuffle(50, seed=3)
+    for epoch in (2, 0, 1):  # any order of set_epoch calls: a resumed run starts at a later epoch
+        sampler.set_epoch(epoch)
+        assert list(sampler) == uninterrupted[epoch]
+    assert uninterrupted[0] != uninterrupted[1] and sorted(uninterrupted[1]) == list(range(50))
