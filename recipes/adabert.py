@@ -447,6 +447,7 @@ def plot_search(history: list[dict], probe_dev_acc: list[float], path: Path) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     if history:
@@ -457,6 +458,8 @@ def plot_search(history: list[dict], probe_dev_acc: list[float], path: Path) -> 
         twin = left.twinx()
         twin.step(epochs, [h["num_cells"] for h in history], where="mid", color="C1", label="K")
         twin.set_ylabel("K (cells)")
+        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
         left.legend(loc="lower right", fontsize=8)
     right.bar(range(1, len(probe_dev_acc) + 1), probe_dev_acc, color="C2")
     right.set_xlabel("teacher layer")
