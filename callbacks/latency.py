@@ -6,9 +6,9 @@ warm-up runs, then ``rounds`` x ``repeats`` timed passes with proper synchronisa
 thread count on CPU). It returns p50 / p90 / mean / std (ms), the coefficient of variation,
 throughput (sequences/s) and peak memory. p50 is the median of the rounds' medians; a measurement whose
 round medians spread by more than ``max_cv`` is repeated up to ``max_retries`` times, then flagged. On CPU a
-measurement taken while other processes kept the cores busy (1-minute load average per core above
-``max_other_load`` of the machine's CPU time, from ``/proc/stat``) is flagged ``contended``: steady contention
-slows every round alike, so the spread cannot see it. Flagged results are returned but never cached. Results are cached per (architecture, device
+measurement during which other processes used more than ``max_other_load`` of the machine's CPU time (from
+``/proc/stat``, minus this process) is flagged ``contended``: steady contention slows every round alike, so
+the spread cannot see it. Flagged results are returned but never cached. Results are cached per (architecture, device
 fingerprint, dtype, batch, sequence length, backend, library versions): each architecture is measured
 once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and friends.
 """

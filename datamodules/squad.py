@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path
-from datamodules.classification import cache_key, load_cache, save_atomic, subsample
+from datamodules.classification import EpochShuffle, cache_key, load_cache, save_atomic, subsample
 
 log = logging.getLogger(__name__)
 
@@ -471,8 +471,8 @@ class SquadDataModule(LightningDataModule):
         return DataLoader(
             self._splits[name],
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            # the classification loader's order per (seed, epoch): the same as RandomSampler's, resumable
+            sampler=EpochShuffle(len(self._splits[name]), self.seed) if shuffle else None,
             num_workers=self.cfg.num_workers,
             collate_fn=partial(qa_collate, pad_id=int(self.tokenizer.pad_token_id)),
         )

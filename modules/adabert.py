@@ -52,27 +52,37 @@ OPS: dict[str, tuple[str, int, int]] = {
 OP_NAMES = tuple(OPS)
 
 
+def conv_size(kernel: int, channels: int) -> int:
+    """Parameters of a ReLU-Conv-BN: a k-wide conv C -> C (+ bias) and its BatchNorm (scale, shift)."""
+    return kernel * channels * channels + channels + 2 * channels
+
+
+def conv_flops(kernel: int, channels: int) -> int:
+    """Multiply-adds x 2 per token: each output channel reads k positions of C channels."""
+    return 2 * kernel * channels * channels
+
+
 def op_size(name: str, channels: int) -> int:
-    """Parameters of one op: a k-wide conv C -> C (+ bias) and its BatchNorm (scale, shift)."""
+    """Parameters of one op: a conv's (``conv_size``); pools, skip and zero have none."""
     kind, k, _ = OPS[name]
-    return k * channels * channels + channels + 2 * channels if kind == "conv" else 0
+    return conv_size(k, channels) if kind == "conv" else 0
 
 
 def op_flops(name: str, channels: int) -> int:
-    """Multiply-adds x 2 per token: a conv reads k positions of C channels per output channel; a pool k."""
+    """FLOPs per token of one op: a conv's (``conv_flops``); a pool reads k values per channel."""
     kind, k, _ = OPS[name]
     if kind == "conv":
-        return 2 * k * channels * channels
+        return conv_flops(k, channels)
     return k * channels if kind in ("avg_pool", "max_pool") else 0
 
 
 def preprocess_size(channels: int) -> int:
     """Parameters of a cell's two ReLU-Conv1x1-BN input layers (its fixed, unsearched part)."""
-    return 2 * (channels * channels + 3 * channels)
+    return 2 * conv_size(1, channels)
 
 
 def preprocess_flops(channels: int) -> int:
-    return 2 * 2 * channels * channels
+    return 2 * conv_flops(1, channels)
 
 
 def op_costs(channels: int) -> torch.Tensor:
