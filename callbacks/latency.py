@@ -33,14 +33,15 @@ import torch
 import transformers
 from torch import nn
 
-from datamodules.assets import resolve_path
+from core.assets import resolve_path
+from core.dtypes import DTYPES
+from core.files import write_json_atomic
 from modules.student import StudentConfig, StudentModel
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 CACHE_FORMAT = 3  # bump when LatencyResult's fields change: older entries then simply miss
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -196,10 +197,7 @@ def _store(path: Path, key: str, result: LatencyResult) -> None:
     """Read-modify-write with an atomic replace: concurrent trials may lose an entry, never corrupt the file."""
     entries = _load_cache(path)
     entries[key] = asdict(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, entries, indent=1, sort_keys=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,9 +18,7 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +30,8 @@ from omegaconf import MISSING
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path, tokenizer_identity
+from core.assets import DataError, decode_utf8, file_fingerprint, resolve_path, tokenizer_identity
+from core.files import torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -643,20 +642,6 @@ def cache_key(cfg: TaskDataConfig, sources: dict[str, str], tokenizer: PreTraine
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: readers (other ranks, a
-    crashed run's successor) never see a half-written cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_cache(path: Path, version: int, task_name: str) -> dict[str, Any] | None:
     """A cached payload of this layout ``version``, or None: absent, unreadable or another layout (rebuild)."""
     if not path.exists():
@@ -783,7 +768,7 @@ class ClassificationDataModule(LightningDataModule):
                 self._build_glue(dataset) if dataset is not None else self._build_local(files)
             )
             payload = {"version": CACHE_VERSION, "label_names": self.label_names, "splits": splits}
-            save_atomic(payload, self.cache_path)
+            torch_save_atomic(payload, self.cache_path)
             log.info("task %s: tokenised and cached to %s", self.cfg.name, self.cache_path)
         else:
             log.info("task %s: loaded tokenised splits from %s", self.cfg.name, self.cache_path)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -33,7 +32,9 @@ from omegaconf import MISSING
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.assets import DataError, file_fingerprint, read_text_file, resolve_path, tokenizer_identity
+from core.assets import DataError, file_fingerprint, read_text_file, resolve_path, tokenizer_identity
+from core.files import torch_save_atomic
+from core.seeding import mix_seed
 
 log = logging.getLogger(__name__)
 
@@ -310,12 +311,6 @@ def collate(
     }
 
 
-def _seed_for(*parts: int) -> int:
-    """A 63-bit seed mixing integers, stable across processes (unlike hash())."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 class StepBatches(Dataset):
     """Item ``t`` is this rank's share of the batch for global step ``t`` (used with ``batch_size=None``).
 
@@ -356,7 +351,7 @@ class StepBatches(Dataset):
         if self.shuffle:
             epoch, within = divmod(step, self.steps_per_epoch)
             if epoch != self._perm_epoch:
-                gen = torch.Generator().manual_seed(_seed_for(self.seed, epoch))
+                gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
                 self._perm, self._perm_epoch = torch.randperm(len(self.data), generator=gen), epoch
             chunk = self._perm[within * global_batch : (within + 1) * global_batch]
         else:
@@ -366,7 +361,7 @@ class StepBatches(Dataset):
         return share or chunk[-1:].tolist()
 
     def __getitem__(self, step: int) -> dict:
-        gen = torch.Generator().manual_seed(_seed_for(self.seed, step, self.rank, int(self.shuffle)))
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, step, self.rank, int(self.shuffle)))
         batch = collate(self.data, self.indices(step), self.masking, gen)
         batch["step"] = torch.tensor(step)
         return batch
@@ -476,7 +471,7 @@ class PretrainingDataModule(L.LightningDataModule):
         out = []
         for offset, part in enumerate((train, val)):
             first, second, labels = make_nsp_examples(
-                part, cfg.nsp_negative_prob, _seed_for(cfg.seed, offset)
+                part, cfg.nsp_negative_prob, mix_seed(cfg.seed, offset)
             )
             out.append(tokenize_pairs(self.tokenizer, first, second, labels, cfg.max_seq_len))
         return out[0], out[1]
@@ -507,10 +502,8 @@ class PretrainingDataModule(L.LightningDataModule):
             stored = torch.load(cache, weights_only=True)
             return TokenizedPairs(**stored["train"]), TokenizedPairs(**stored["val"])
         train, val = self.build()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"train": asdict(train), "val": asdict(val)}, tmp)
-        os.replace(tmp, cache)  # atomic: a crashed build never leaves a half-written cache behind
+        # atomic: a crashed build never leaves a half-written cache behind
+        torch_save_atomic({"train": asdict(train), "val": asdict(val)}, cache)
         log.info("data: %d train / %d validation pairs cached at %s", len(train), len(val), cache)
         return train, val
 

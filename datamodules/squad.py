@@ -30,8 +30,9 @@ from omegaconf import MISSING
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.assets import DataError, decode_utf8, file_fingerprint, resolve_path
-from datamodules.classification import EpochShuffle, cache_key, load_cache, save_atomic, subsample
+from core.assets import DataError, decode_utf8, file_fingerprint, resolve_path
+from core.files import torch_save_atomic
+from datamodules.classification import EpochShuffle, cache_key, load_cache, subsample
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +457,7 @@ class SquadDataModule(LightningDataModule):
                 ]
                 payload["splits"][role] = featurize(examples, self.tokenizer, self.cfg, train=role == "train")
                 payload["examples"][role] = [vars(ex) for ex in examples]
-            save_atomic(payload, self.cache_path)
+            torch_save_atomic(payload, self.cache_path)
             log.info("task %s: featurised and cached to %s", self.cfg.name, self.cache_path)
         self.examples = {role: [QAExample(**ex) for ex in rows] for role, rows in payload["examples"].items()}
         self._splits = {role: QASplit(**tensors) for role, tensors in payload["splits"].items()}

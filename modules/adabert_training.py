@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
 from modules.finetuning import build_metrics, kd_loss, schedule_length, task_score
 
@@ -147,7 +148,7 @@ class AdaBertModule(L.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         # The Gumbel noise and dropout of a batch depend only on (seed, batch): a run resumed from a checkpoint
         # samples what an uninterrupted one would, and every DDP rank samples the same architecture.
-        torch.manual_seed(self.seed * 1_000_003 + self.batches_done)
+        torch.manual_seed(mix_seed(self.seed, self.batches_done))
         tau = tau_at(self.batches_done, self.schedule_steps, *self.tau)
         sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
         out = self.model(

@@ -9,7 +9,6 @@ block's width to the teacher's wherever they differ.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,10 +18,12 @@ import torch
 from torch import nn
 
 from callbacks.progressive import PRETRAINING, Stage, stage_at
+from core.dtypes import DTYPES
+from core.seeding import mix_seed
 from modules.losses import attention_transfer_loss, feature_map_loss, pretraining_distillation_loss
 from modules.student import StudentForPreTraining
 from modules.teacher import Teacher
-from modules.teacher_cache import CACHE_DTYPES, TeacherCache, lean_targets, pack, unpack
+from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack
 
 
 @dataclass
@@ -53,11 +54,6 @@ def lr_lambda(step: int, schedule: list[Stage], warmup_fraction: float) -> float
     if stage.name != PRETRAINING:
         return 1.0
     return max(0.0, (stage.end - step) / max(1, stage.end - stage.start - warmup))
-
-
-def _step_seed(*parts: int) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class DistillationModule(L.LightningModule):
@@ -91,7 +87,7 @@ class DistillationModule(L.LightningModule):
         # Teacher outputs go through the cache's dtype whether they come from the cache or not, so a
         # cold and a warm run are identical (float32: identical to no cache at all).
         self.target_dtype = (
-            CACHE_DTYPES[teacher_cache.cfg.dtype]
+            DTYPES[teacher_cache.cfg.dtype]
             if teacher_cache and teacher_cache.enabled
             else torch.float32
         )
@@ -182,7 +178,7 @@ class DistillationModule(L.LightningModule):
         step = self.global_step
         # Dropout masks from a seed per (step, rank, micro-batch): a resumed run draws exactly what an
         # uninterrupted one did, and ranks / accumulated micro-batches still draw different masks.
-        torch.manual_seed(_step_seed(self.seed, step, self.global_rank, batch_idx))
+        torch.manual_seed(mix_seed(self.seed, step, self.global_rank, batch_idx))
         stage = stage_at(self.schedule, step)
         losses = self.compute_losses(batch, stage, f"train/{int(batch['step'])}")
         prefix = "train/" + ("block" if stage.block is not None else "pretrain")

@@ -26,12 +26,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from datamodules.assets import resolve_path
+from core.assets import resolve_path
+from core.dtypes import DTYPES
 from modules.student import EmbeddingWeights
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Parameter-name fragments of next-sentence heads across architectures (BERT/MobileBERT: cls.seq_relationship).
 _NSP_KEYS = ("seq_relationship",)

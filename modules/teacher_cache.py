@@ -14,20 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from datamodules.assets import resolve_path
+from core.assets import resolve_path
+from core.dtypes import DTYPES
+from core.files import torch_save_atomic
 from modules.teacher import Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
 
 MODES = ("disabled", "memory", "disk")
-CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 # memory mode: one store per process, shared by the trials a Hydra basic launcher runs one after another.
 _MEMORY: dict[str, OrderedDict[str, dict]] = {}
@@ -44,9 +44,9 @@ class TeacherCacheConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"recipe.teacher_cache.mode must be one of {MODES}, got {self.mode!r}")
-        if self.dtype not in CACHE_DTYPES:
+        if self.dtype not in DTYPES:
             raise ValueError(
-                f"recipe.teacher_cache.dtype must be one of {list(CACHE_DTYPES)}, got {self.dtype!r}"
+                f"recipe.teacher_cache.dtype must be one of {list(DTYPES)}, got {self.dtype!r}"
             )
         if self.max_gb <= 0:
             raise ValueError(f"recipe.teacher_cache.max_gb must be > 0, got {self.max_gb}")
@@ -76,7 +76,7 @@ class TeacherCache:
 
     def __init__(self, cfg: TeacherCacheConfig, key: str):
         self.cfg, self.key = cfg, key
-        self.dtype = CACHE_DTYPES[cfg.dtype]
+        self.dtype = DTYPES[cfg.dtype]
         self.max_bytes = int(cfg.max_gb * 2**30)
         self.hits = self.misses = 0
         self._full_logged = False
@@ -121,10 +121,7 @@ class TeacherCache:
             _MEMORY[self.key][step_id] = entry
             _MEMORY_BYTES[self.key] += size
         elif self.cfg.mode == "disk":
-            path = self._path(step_id)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(entry, tmp)
-            os.replace(tmp, path)  # atomic: concurrent trials never read half a file
+            torch_save_atomic(entry, self._path(step_id))  # atomic: concurrent trials never read half a file
             self.bytes += size
 
 

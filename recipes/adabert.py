@@ -37,8 +37,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
-from datamodules.assets import file_fingerprint, resolve_path
-from datamodules.classification import ClassificationDataModule, TaskDataConfig, save_atomic
+from core.assets import file_fingerprint, resolve_path
+from core.files import torch_save_atomic
+from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from modules.adabert import (
     OP_NAMES,
     AdaBertConfig,
@@ -335,7 +336,7 @@ def teacher_knowledge(
                 teacher, data.eval_dataloader("test"), "teacher over test", progress
             )
             payload["teacher_test"] = {"test/acc": accuracy(test_logits, test_labels)}
-        save_atomic(payload, cache)  # ranks that computed the same targets never see a half-written file
+        torch_save_atomic(payload, cache)  # ranks that computed the same targets never see a half-written file
     return TeacherKnowledge(
         targets=TeacherTargets(payload["logits"], payload["probe_logits"]),
         probe_dev_acc=list(payload["probe_dev_acc"]),

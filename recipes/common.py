@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import netrc
@@ -15,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
+from core.files import write_json_atomic
 from recipes.config import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,5 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, float]) -> dict[str, f
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}")
         flat[name] = value if math.isfinite(value) else float("nan")
-    path = Path(run_dir) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(run_dir) / "metrics.json", flat, indent=2, sort_keys=True, allow_nan=True)
     return flat

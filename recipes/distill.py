@@ -195,7 +195,7 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
 def _teacher_vocab_size(name_or_path: str, revision: str | None) -> int:
     from transformers import AutoConfig
 
-    from datamodules.assets import is_local_path, resolve_path
+    from core.assets import is_local_path, resolve_path
 
     path = str(resolve_path(name_or_path)) if is_local_path(name_or_path) else name_or_path  # else a hub id
     return AutoConfig.from_pretrained(path, revision=revision).vocab_size

@@ -41,7 +41,7 @@ from transformers import (
 
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
-from datamodules.assets import is_local_path, resolve_path
+from core.assets import is_local_path, resolve_path
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.squad import QATaskConfig, SquadDataModule
 from modules.finetuning import FinetuneModule, metric_names

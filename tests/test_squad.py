@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.bert import BertTokenizerLegacy  # the pure-Python (slow) tokenizer in transformers 5
 
-from datamodules.assets import DataError
+from core.assets import DataError
 from datamodules.squad import (
     NOT_CONTEXT,
     QAExample,
