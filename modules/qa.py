@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.text import squad as squad_metric
 
-from datamodules.squad import NOT_CONTEXT, QAExample
+from datamodules.squad_features import NOT_CONTEXT
+from datamodules.squad_files import QAExample
 from modules.finetuning import kd_loss, linear_warmup_decay, schedule_length
 
 # A logit that no span can win with, finite so softmax / KL stay finite on masked positions.

@@ -15,20 +15,15 @@ import pytest
 import torch
 from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
+from core.assets import DataError
 from datamodules import classification
-from datamodules.classification import (
-    GLUE_TASKS,
-    ClassificationDataModule,
-    DataError,
-    EpochShuffle,
-    TaskDataConfig,
-    load_glue,
-    pad_collate,
-    parse_labels,
-    read_examples,
-    split_indices,
-    split_sizes_for,
-)
+from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.glue import GLUE_TASKS
+from datamodules.glue_loading import load_glue
+from datamodules.labels import parse_labels
+from datamodules.sampling import EpochShuffle, split_indices, split_sizes_for
+from datamodules.task_files import read_examples
+from datamodules.tokenized import pad_collate
 
 WORDS = (
     "the a movie film was were is good bad great awful fun boring not very plot actors "
@@ -408,12 +403,12 @@ def test_config_composes_with_omegaconf() -> None:
 
 def test_glue_table_is_consistent() -> None:
     assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
-    for task, (text_columns, num_labels, validation) in GLUE_TASKS.items():
-        assert len(text_columns) in (1, 2) and num_labels >= 1 and validation, task
+    for task, facts in GLUE_TASKS.items():
+        assert len(facts.text_columns) in (1, 2) and facts.num_labels >= 1 and facts.validation_splits, task
         cfg = TaskDataConfig(name=task, source="glue", glue_task=task)
-        assert cfg.text_columns == list(text_columns) and cfg.num_labels == num_labels
-    assert GLUE_TASKS["stsb"][1] == 1 and GLUE_TASKS["mnli"][1] == 3
-    assert GLUE_TASKS["mnli"][2] == ("validation_matched", "validation_mismatched")
+        assert cfg.text_columns == list(facts.text_columns) and cfg.num_labels == facts.num_labels
+    assert GLUE_TASKS["stsb"].num_labels == 1 and GLUE_TASKS["mnli"].num_labels == 3
+    assert GLUE_TASKS["mnli"].validation_splits == ("validation_matched", "validation_mismatched")
 
 
 def test_glue_load_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,16 +15,9 @@ import torch.nn.functional as F
 from transformers.models.bert import BertTokenizerLegacy  # the pure-Python (slow) tokenizer in transformers 5
 
 from core.assets import DataError
-from datamodules.squad import (
-    NOT_CONTEXT,
-    QAExample,
-    QATaskConfig,
-    SquadDataModule,
-    check_answers,
-    featurize,
-    load_squad,
-    read_squad,
-)
+from datamodules.squad import QATaskConfig, SquadDataModule, load_squad
+from datamodules.squad_features import NOT_CONTEXT, featurize
+from datamodules.squad_files import QAExample, check_answers, read_squad
 from modules.qa import answers_from_spans, best_spans, span_kd_loss, squad_scores
 from tests.test_recipes import run_py
 
