@@ -22,23 +22,19 @@ import torch
 from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
 from core.assets import DataError
-from datamodules.pretraining import (
+from datamodules.mlm_masking import MaskingConfig, collate, mask_tokens
+from datamodules.pretraining import PretrainingDataConfig, PretrainingDataModule
+from datamodules.pretraining_text import (
     IS_NEXT,
     NOT_NEXT,
-    MaskingConfig,
     Pairs,
-    PretrainingDataConfig,
-    PretrainingDataModule,
-    StepBatches,
-    StepSampler,
-    collate,
     make_nsp_examples,
-    mask_tokens,
     pairs_from_lines,
     pairs_from_tsv,
     split_pairs,
-    tokenize_pairs,
 )
+from datamodules.pretraining_tokens import tokenize_pairs
+from datamodules.step_batches import StepBatches, StepSampler
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
