@@ -13,6 +13,10 @@ from datamodules.pretraining_tokens import TokenizedPairs
 
 @dataclass
 class MaskingConfig:
+    """Token ids and rates for ``mask_tokens``: of the maskable tokens, ``mlm_probability`` are selected; of
+    those, ``mask_token_prob`` become ``mask_id``, ``random_token_prob`` a random id in [0, vocab_size), the
+    rest stay. ``special_ids`` are never selected; ``pad_id`` fills padding in ``collate``."""
+
     mask_id: int
     pad_id: int
     vocab_size: int
@@ -75,4 +79,3 @@ def collate(
         "labels": labels,
         "next_sentence_label": data.nsp_labels[indices].clone(),
     }
-

@@ -110,7 +110,6 @@ class PretrainingDataConfig:
             )
 
 
-
 class PretrainingDataModule(L.LightningDataModule):
     """MLM + NSP batches from a text corpus, tokenised once with the teacher's tokenizer and cached."""
 
@@ -177,6 +176,14 @@ class PretrainingDataModule(L.LightningDataModule):
         )
 
     def build(self) -> tuple[TokenizedPairs, TokenizedPairs]:
+        """Read the source, split it by document, cap training pairs, add NSP negatives and tokenise.
+
+        Returns:
+            (train, validation) tokenised pairs.
+
+        Raises:
+            DataError / FileNotFoundError: the source is missing, a directory or has no pairs.
+        """
         cfg = self.cfg
         train, val = split_pairs(self._read_pairs(), cfg.val_size, cfg.seed)
         if cfg.max_examples is not None:
@@ -187,9 +194,7 @@ class PretrainingDataModule(L.LightningDataModule):
             )
         out = []
         for offset, part in enumerate((train, val)):
-            first, second, labels = make_nsp_examples(
-                part, cfg.nsp_negative_prob, mix_seed(cfg.seed, offset)
-            )
+            first, second, labels = make_nsp_examples(part, cfg.nsp_negative_prob, mix_seed(cfg.seed, offset))
             out.append(tokenize_pairs(self.tokenizer, first, second, labels, cfg.max_seq_len))
         return out[0], out[1]
 
@@ -198,6 +203,11 @@ class PretrainingDataModule(L.LightningDataModule):
         self._load_or_build()
 
     def setup(self, stage: str | None = None) -> None:
+        """Load (or build and cache) the tokenised pairs. Runs once.
+
+        Raises:
+            RuntimeError: a multi-device Trainer with Lightning's distributed sampler on.
+        """
         trainer = self.trainer
         # Each item is already this rank's share of a step; a DistributedSampler on top would make every
         # rank skip most steps. Lightning adds one unless told not to.
@@ -231,12 +241,14 @@ class PretrainingDataModule(L.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_batches(self) -> StepBatches:
+        """This rank's training batches, item t = the batch of global step t."""
         rank, world = self._rank_world()
         return StepBatches(
             self.train_data, self.cfg.batch_size, self.masking, self.cfg.seed, True, rank, world
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches from the step a resumed run stopped at (see ``StepSampler``)."""
         batches = self.train_batches()
         trainer = self.trainer
         # Batches already consumed: optimizer steps x accumulation (checkpoints sit on step boundaries).
@@ -250,6 +262,7 @@ class PretrainingDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches in order (masks fixed per batch); ``[]`` when ``data.val_size`` is 0."""
         if self.val_data is None or len(self.val_data) == 0:
             return []
         rank, world = self._rank_world()

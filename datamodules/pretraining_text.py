@@ -31,6 +31,18 @@ class Pairs:
 
 
 def pairs_from_tsv(text: str, where: str) -> Pairs:
+    """One pair per ``first<TAB>second`` line; blank lines are skipped, malformed ones skipped and counted.
+
+    Args:
+        text: the file's text.
+        where: the source, for messages.
+
+    Returns:
+        The pairs, each its own document (so NSP negatives come from other pairs).
+
+    Raises:
+        DataError: no well-formed line at all (wrong ``data.format``?).
+    """
     first, second, bad = [], [], 0
     for line in text.splitlines():
         if not line.strip():
@@ -112,4 +124,3 @@ def make_nsp_examples(
                 second[i], labels[i] = pairs.second[j], NOT_NEXT
                 break
     return list(pairs.first), second, labels
-

@@ -28,6 +28,7 @@ class TokenizedPairs:
         return len(self.nsp_labels)
 
     def example(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example ``i``'s token ids (L,) int32 and segment ids (L,) int8, unpadded."""
         start, end = self.offsets[i], self.offsets[i + 1]
         return self.ids[start:end], self.token_types[start:end]
 
@@ -39,6 +40,17 @@ def tokenize_pairs(
     labels: list[int],
     max_seq_len: int,
 ) -> TokenizedPairs:
+    """Tokenise N pairs as ``[CLS] first [SEP] second [SEP]``, truncated longest-first to ``max_seq_len``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        first, second: N segments each.
+        labels: N NSP labels (0 = real next, 1 = random).
+        max_seq_len: the longest encoded pair, special tokens included.
+
+    Returns:
+        The pairs packed flat (see ``TokenizedPairs``).
+    """
     enc = tokenizer(
         first, second, truncation="longest_first", max_length=max_seq_len, return_token_type_ids=True
     )
@@ -51,4 +63,3 @@ def tokenize_pairs(
         offsets=offsets,
         nsp_labels=torch.tensor(labels, dtype=torch.int64),
     )
-

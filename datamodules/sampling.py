@@ -66,6 +66,7 @@ class EpochShuffle(Sampler[int]):
         self.size, self.seed, self.epoch = size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch (0-based)."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:

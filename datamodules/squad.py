@@ -208,7 +208,9 @@ class SquadDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training windows (see ``qa_collate`` for the batch layout)."""
         return self._loader("train", self.cfg.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation windows in order, with their context offsets for post-processing."""
         return self._loader("validation", self.cfg.eval_batch_size, shuffle=False)

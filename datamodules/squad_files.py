@@ -85,6 +85,12 @@ def read_squad(path: Path) -> list[QAExample]:
 
 
 def flat_example(record: Any, where: str) -> QAExample:
+    """One question in the flat Hugging Face layout (``{"id", "question", "context", "answers": {"text": [...],
+    "answer_start": [...]}}``: a JSONL line or a hub row) as a ``QAExample``.
+
+    Raises:
+        DataError: not an object, missing keys, malformed answers (names ``where`` and the question id).
+    """
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in ("id", "question", "context", "answers") if k not in record]

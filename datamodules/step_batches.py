@@ -84,6 +84,7 @@ class StepSampler(Sampler[int]):
         self.steps_per_epoch, self.start_step, self.epoch = steps_per_epoch, start_step, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch (0-based)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -92,4 +93,3 @@ class StepSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         start = self.epoch * self.steps_per_epoch
         return iter(range(max(start, self.start_step), start + self.steps_per_epoch))
-
