@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from callbacks.latency import measure_latency
@@ -256,19 +256,25 @@ def trial_config(
 ) -> RunConfig:
     """The run config of one distillation: the pipeline's, with the recipe and the proposal's assignments.
 
-    The assignments go through Hydra's own override parser and the config loader's override step, as the
-    sweeper's trials do, then the whole config is rebuilt from its schemas, so every __post_init__ runs
+    The assignments are formatted as the sweeper's command-line overrides and read back by Hydra's own
+    override parser (so every value has the type a sweeper job would see) and merged into the typed config
+    at the key's parent (Hydra's loader merges at the key itself, which fails on a null ``student.block``,
+    e.g. under student=per_block). Then the whole config is rebuilt from its schemas, so every __post_init__ runs
     again: an impossible student fails here, by name, before anything is trained.
 
     Raises:
-        ValueError: an assignment the config rejects (an unknown key, an impossible student).
+        ValueError: an assignment to a key the config does not have, or an impossible student.
     """
     cfg = OmegaConf.structured(dataclasses.replace(base, recipe=recipe, run_dir=str(run_dir)))
-    overrides = OverridesParser.create().parse_overrides(to_overrides(assigned))
-    try:
-        ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)
-    except Exception as err:  # noqa: BLE001 - Hydra's composition errors: one message naming the key
-        raise ValueError(f"search assigns {sorted(assigned)}, which the run config rejects: {err}") from err
+    for override in OverridesParser.create().parse_overrides(to_overrides(assigned)):
+        parent, _, leaf = override.key_or_group.rpartition(".")
+        try:
+            if parent:
+                OmegaConf.update(cfg, parent, {leaf: override.value()}, merge=True)
+            else:
+                OmegaConf.update(cfg, leaf, override.value(), merge=True)
+        except OmegaConfBaseException as err:
+            raise ValueError(f"search assigns {override.input_line!r}, which the run config rejects: {err}") from err
     return OmegaConf.to_object(cfg)
 
 

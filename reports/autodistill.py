@@ -70,6 +70,33 @@ def summary_metrics(
     return out
 
 
+def cell(value: float | None, fmt: str) -> str:
+    """A table cell: the number formatted, or an em dash for a missing / NaN one."""
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: str) -> list[str]:
+    """The report's markdown table: one row per candidate, then the teacher's."""
+    rows = [
+        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular "
+        f"| {task} score |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in candidates:
+        m = c.regular or c.flash
+        rows.append(
+            f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
+            f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {cell(m.get('latency/p50_ms'), '.2f')} | "
+            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
+            f"{cell(downstream_score(c.downstream), '.2f')} |"
+        )
+    rows.append(
+        f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
+        f"{teacher['latency/p50_ms']:.2f} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
+    )
+    return rows
+
+
 def write_report(
     run_dir: Path,
     result: SearchResult,
@@ -101,28 +128,7 @@ def write_report(
             shutil.copy(result.sweep_dir / name, run_dir / name)
     plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png")
 
-    def cell(value: float | None, fmt: str) -> str:
-        return (
-            "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-        )
-
-    rows = [
-        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular "
-        f"| {task} score |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in candidates:
-        m = c.regular or c.flash
-        rows.append(
-            f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
-            f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {cell(m.get('latency/p50_ms'), '.2f')} | "
-            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
-            f"{cell(downstream_score(c.downstream), '.2f')} |"
-        )
-    rows.append(
-        f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{teacher['latency/p50_ms']:.2f} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
-    )
+    rows = comparison_rows(candidates, teacher, task)
     s = search_cfg
     lines = [
         "# AutoDistill report",

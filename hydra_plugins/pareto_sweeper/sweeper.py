@@ -43,6 +43,8 @@ class ParetoSweeperConf:
     """
 
     _target_: str = "hydra_plugins.pareto_sweeper.sweeper.ParetoSweeper"
+    # The space's own _target_ is built by the sweeper, after the command line's sweeps joined its params.
+    _recursive_: bool = False
     optimizer: str = "bo"
     budget: int = 20
     num_workers: int = 1
