@@ -31,3 +31,8 @@ class StudentSearchConfig(SearchConfig):
     space: StudentSpace = field(default_factory=StudentSpace)
     objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
     report_columns: list[str] = field(default_factory=lambda: list(REPORT_COLUMNS))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.space, dict) and "_target_" not in self.space:  # from Python: the student space's fields
+            self.space = StudentSpace(**self.space)
+        super().__post_init__()

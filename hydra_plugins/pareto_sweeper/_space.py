@@ -116,9 +116,15 @@ def build_space(spec: Any) -> SearchSpace:
             raise ValueError(
                 f"search space {spec} needs a _target_: the space class (e.g. hydra_plugins.pareto_sweeper.ParamSpace)"
             )
+        from hydra.errors import InstantiationException
         from hydra.utils import instantiate
 
-        spec = instantiate(spec, _convert_="all")
+        try:
+            spec = instantiate(spec, _convert_="all")
+        except InstantiationException as err:
+            if isinstance(err.__cause__, ValueError):
+                raise err.__cause__ from None  # the space's own message, naming the setting, not Hydra's wrapper
+            raise
     if not isinstance(spec, SearchSpace):
         raise ValueError(f"{type(spec).__name__} is not a search space: it needs parameters, assignments, describe")
     return spec
