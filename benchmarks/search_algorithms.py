@@ -39,15 +39,10 @@ from rich.table import Table
 from scipy import stats
 
 from callbacks.latency import LatencyConfig, measure_latency
-from hydra_plugins.pareto_sweeper import (
-    ParetoSearch,
-    SearchConfig,
-    SpaceConfig,
-    Trial,
-    dominates,
-)
-from hydra_plugins.pareto_sweeper._space import BLOCK_FACTORS, TABLE1
-from modules.student import BlockSpec, StudentSpec
+from hydra_plugins.pareto_sweeper import ParetoSearch, Trial, dominates
+from modules.student import BLOCK_FACTORS, BlockSpec, StudentSpec
+from search.config import StudentSearchConfig
+from search.space import TABLE1, StudentSpace
 
 CACHE = Path("~/.cache/distill-recipes/bench_search").expanduser()
 BASELINE = (512, 128, 4, 512, 4)
@@ -118,14 +113,14 @@ def fit_accuracy(rows: list[dict]) -> tuple[np.ndarray, float]:
 
 
 def run_search(optimizer: str, seed: int, budget: int, table: dict[tuple, tuple[float, float]], tmp: Path):
-    space = SpaceConfig(num_blocks=4)  # the depth is fixed; the table is keyed by the block
+    space = StudentSpace(num_blocks=4)  # the depth is fixed; the table is keyed by the block
 
     def launch(trial: Trial) -> dict:
         acc, lat = table[tuple(trial.assigned["student.block"][f] for f in BLOCK_FACTORS)]
         return {"val/mlm_acc": acc, "latency/p50_ms": lat}
 
     base_acc, base_lat = table[BASELINE]
-    cfg = SearchConfig(optimizer=optimizer, budget=budget, seed=seed, space=space)
+    cfg = StudentSearchConfig(optimizer=optimizer, budget=budget, seed=seed, space=space)
     cfg.objectives[0].ref, cfg.objectives[1].ref = base_acc - 0.5 * abs(base_acc), 1.5 * base_lat
     result = ParetoSearch(cfg, tmp / f"{optimizer}-{seed}", launch, reports=False, progress="none").run()
     trials = [r for r in result.records if r.kind == "trial" and r.status == "ok"]

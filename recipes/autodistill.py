@@ -26,32 +26,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import shutil
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from callbacks.latency import measure_latency
 from hydra_plugins.pareto_sweeper import (
     ParetoSearch,
-    SearchConfig,
     SearchResult,
     Trial,
     TrialRecord,
     log_to_wandb,
+    to_overrides,
 )
-from hydra_plugins.pareto_sweeper._space import SpaceConfig, describe, to_overrides
 from modules.student import BlockSpec, StudentSpec, flops
 from modules.teacher import load_teacher
 from recipes import distill, finetune
-from recipes.common import write_metrics
+from recipes.common import wandb_has_credentials, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
+from reports.autodistill import Candidate, flash_fidelity, summary_metrics, write_report
+from search.config import StudentSearchConfig
+from search.pretrial import architecture_metrics
+from search.space import StudentSpace
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -104,30 +108,18 @@ class AutoDistillConfig(distill.DistillConfig):
         return distill.DistillConfig(**{**own, "name": f"{budget}_distill", "budget": budget})
 
 
-@dataclass
-class Candidate:
-    """A student carried through the pipeline: its search record, and its regular-distillation metrics."""
-
-    label: str  # "baseline" or "trial <n>"
-    name: str
-    flash: dict[str, float]
-    regular: dict[str, float] = field(default_factory=dict)
-    downstream: dict[str, float] = field(default_factory=dict)
-
-
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Search -> select -> regular distillation -> downstream fine-tuning -> report (module docstring).
+
+    Returns:
+        The run's metrics (also written to <run dir>/metrics.json).
+    Raises:
+        ValueError: settings the pipeline cannot run (parallel trials, several devices, a bad student).
+        RuntimeError: no feasible trial finished.
+    """
     recipe: AutoDistillConfig = cfg.recipe
-    search_cfg: SearchConfig = cfg.search
-    if search_cfg.num_workers != 1:
-        raise ValueError(
-            f"search.num_workers={search_cfg.num_workers}: recipe=autodistill trains one student at a time in this "
-            "process; for parallel trials run the search as Hydra jobs (python run.py -m recipe=flash_distill "
-            "hydra/sweeper=pareto hydra/launcher=submitit_local hydra.sweeper.num_workers=N)"
-        )
-    if search_cfg.space.block is not None and search_cfg.space.prefix != "student":
-        raise ValueError(
-            "search.space.prefix must be 'student' in recipe=autodistill (the trials are distillations)"
-        )
+    search_cfg: StudentSearchConfig = cfg.search
+    check_search(search_cfg)
     check_single_process(cfg)
     run_dir = Path(cfg.run_dir)
     search_dir = Path(recipe.search_dir).expanduser() if recipe.search_dir else run_dir / "search"
@@ -137,33 +129,18 @@ def run(cfg: RunConfig) -> dict[str, float]:
     quiet = dataclasses.replace(
         cfg, trainer=dataclasses.replace(cfg.trainer, enable_progress_bar=False, enable_model_summary=False)
     )
-    distill.check_compatible(
-        trial_config(quiet, {}, flash_recipe, run_dir)
-    )  # bad settings fail before any work
+    distill.check_compatible(trial_config(quiet, {}, flash_recipe, run_dir))  # bad settings fail before any work
     started = time.perf_counter()
 
     # 1. Search with flash distillation.
-    space = search_cfg.space
     console.rule(f"[bold]1/5 search[/]: {search_cfg.budget} flash trials ({flash_recipe.total_steps} steps each), "
                  f"optimizer {search_cfg.optimizer}")  # fmt: skip
-
-    def launch(trial: Trial) -> dict[str, float]:
-        return distill.run(trial_config(quiet, trial.assigned, flash_recipe, search_dir / str(trial.index)))
-
-    def pretrial(trial: Trial, names: set[str]) -> dict[str, float]:
-        return distill.architecture_metrics(
-            trial_config(quiet, trial.assigned, flash_recipe, search_dir), names
-        )
-
-    baseline = None
-    if recipe.baseline is not None:
-        assigned = baseline_assignments(space, recipe.baseline, cfg.student)
-        baseline = Trial(
-            -1, "baseline", describe_baseline(space, assigned), {}, assigned, to_overrides(assigned)
-        )
-        baseline.index = "baseline"  # its directory: search/baseline
-    result = ParetoSearch(search_cfg, search_dir, launch, pretrial, baseline).run()
-    log_to_wandb(result, search_cfg, cfg.logger)  # with logger=wandb: objectives and hypervolume per trial
+    trials = FlashTrials(quiet, flash_recipe, search_dir)
+    baseline = baseline_trial(search_cfg.space, recipe.baseline, cfg.student)
+    result = ParetoSearch(search_cfg, search_dir, trials.launch, trials.pretrial, baseline).run()
+    # With logger=wandb: objectives and hypervolume per trial (offline without credentials, as every run logs).
+    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_has_credentials()
+    log_to_wandb(result, search_cfg, cfg.logger, mode="offline" if offline else "online")
 
     # 2. Select.
     chosen = select(result, recipe, search_cfg)
@@ -192,14 +169,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         console.rule(
             f"[bold]4/5 fine-tuning on {cfg.task.name}[/]: {len(candidates)} students and the teacher"
         )
-        for cand in candidates:
-            student_dir = run_dir / "regular" / cand.label.replace(" ", "_") / "student"
-            cand.downstream = finetune_one(
-                cfg, recipe.downstream, str(student_dir), run_dir / "finetune" / cand.label.replace(" ", "_")
-            )
-        teacher_row["downstream"] = finetune_one(
-            cfg, recipe.downstream, "teacher", run_dir / "finetune" / "teacher"
-        )
+        finetune_all(cfg, recipe.downstream, candidates, teacher_row)
 
     # 5. Report.
     console.rule("[bold]5/5 report")
@@ -212,6 +182,50 @@ def run(cfg: RunConfig) -> dict[str, float]:
     return write_metrics(run_dir, metrics)
 
 
+@dataclass
+class FlashTrials:
+    """The search's trials in this process: flash distillations of the proposed students, in
+    <search dir>/<trial index>, and the pre-training check of their size and latency."""
+
+    cfg: RunConfig  # the pipeline's config (quiet: no Lightning progress bar)
+    recipe: distill.DistillConfig  # the flash recipe
+    search_dir: Path
+
+    def launch(self, trial: Trial) -> dict[str, float]:
+        return distill.run(trial_config(self.cfg, trial.assigned, self.recipe, self.search_dir / str(trial.index)))
+
+    def pretrial(self, trial: Trial, names: set[str]) -> dict[str, float]:
+        return architecture_metrics(trial_config(self.cfg, trial.assigned, self.recipe, self.search_dir), names)
+
+
+def check_search(search_cfg: StudentSearchConfig) -> None:
+    """The search settings this pipeline can run.
+
+    Raises:
+        ValueError: parallel trials (they need Hydra jobs), or a student space outside ``student``.
+    """
+    if search_cfg.num_workers != 1:
+        raise ValueError(
+            f"search.num_workers={search_cfg.num_workers}: recipe=autodistill trains one student at a time in this "
+            "process; for parallel trials run the search as Hydra jobs (python run.py -m recipe=flash_distill "
+            "hydra/sweeper=pareto hydra/launcher=submitit_local hydra.sweeper.num_workers=N)"
+        )
+    if search_cfg.space.block is not None and search_cfg.space.prefix != "student":
+        raise ValueError(
+            "search.space.prefix must be 'student' in recipe=autodistill (the trials are distillations)"
+        )
+
+
+def finetune_all(cfg: RunConfig, ft: FinetuneConfig, candidates: list[Candidate], teacher_row: dict) -> None:
+    """recipe=finetune of every regular-distilled candidate (into ``cand.downstream``) and of the teacher
+    (``teacher_row["downstream"]``), each in <run dir>/finetune/<label>."""
+    run_dir = Path(cfg.run_dir)
+    for cand in candidates:
+        student_dir = run_dir / "regular" / cand.label.replace(" ", "_") / "student"
+        cand.downstream = finetune_one(cfg, ft, str(student_dir), run_dir / "finetune" / cand.label.replace(" ", "_"))
+    teacher_row["downstream"] = finetune_one(cfg, ft, "teacher", run_dir / "finetune" / "teacher")
+
+
 def finetune_one(cfg: RunConfig, ft: FinetuneConfig, model: str, out_dir: Path) -> dict[str, float]:
     """recipe=finetune on one model (a student dir, or "teacher"), into out_dir."""
     quiet = dataclasses.replace(cfg.trainer, enable_progress_bar=False, enable_model_summary=False)
@@ -220,11 +234,6 @@ def finetune_one(cfg: RunConfig, ft: FinetuneConfig, model: str, out_dir: Path) 
             cfg, recipe=dataclasses.replace(ft, model=model), trainer=quiet, run_dir=str(out_dir)
         )
     )
-
-
-def downstream_score(metrics: dict[str, float]) -> float | None:
-    """The downstream number the report shows: the test score where the test split has labels, else best dev."""
-    return metrics.get("test/score", metrics.get("val/score"))
 
 
 def check_single_process(cfg: RunConfig) -> None:
@@ -247,54 +256,41 @@ def trial_config(
 ) -> RunConfig:
     """The run config of one distillation: the pipeline's, with the recipe and the proposal's assignments.
 
-    Each touched section is rebuilt from its schema, so every __post_init__ runs again: an impossible
-    student fails here, by name, before anything is trained.
+    The assignments are formatted as the sweeper's command-line overrides and read back by Hydra's own
+    override parser (so every value has the type a sweeper job would see) and merged into the typed config
+    at the key's parent (Hydra's loader merges at the key itself, which fails on a null ``student.block``,
+    e.g. under student=per_block). Then the whole config is rebuilt from its schemas, so every __post_init__ runs
+    again: an impossible student fails here, by name, before anything is trained.
+
+    Raises:
+        ValueError: an assignment to a key the config does not have, or an impossible student.
     """
-    cfg = dataclasses.replace(base, recipe=recipe, run_dir=str(run_dir))
-    by_section: dict[str, dict[str, Any]] = {}
-    for key, value in assigned.items():
-        top, _, rest = key.partition(".")
-        if not hasattr(cfg, top):
-            raise ValueError(f"search assigns {key!r}, but the run config has no section {top!r}")
-        by_section.setdefault(top, {})[rest] = value
-    for top, values in by_section.items():
-        section = getattr(cfg, top)
-        if "" in values:  # a top-level scalar, e.g. seed
-            cfg = dataclasses.replace(cfg, **{top: values[""]})
-            continue
-        plain = (
-            OmegaConf.to_container(OmegaConf.structured(section))
-            if dataclasses.is_dataclass(section)
-            else dict(section)
-        )
-        for rest, value in values.items():
-            node = plain
-            *parents, leaf = rest.split(".")
-            for name in parents:
-                node = node.setdefault(name, {})
-            node[leaf] = value
-        if dataclasses.is_dataclass(section):
-            plain = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(type(section)), plain))
-        cfg = dataclasses.replace(cfg, **{top: plain})
-    return cfg
+    cfg = OmegaConf.structured(dataclasses.replace(base, recipe=recipe, run_dir=str(run_dir)))
+    for override in OverridesParser.create().parse_overrides(to_overrides(assigned)):
+        parent, _, leaf = override.key_or_group.rpartition(".")
+        try:
+            if parent:
+                OmegaConf.update(cfg, parent, {leaf: override.value()}, merge=True)
+            else:
+                OmegaConf.update(cfg, leaf, override.value(), merge=True)
+        except OmegaConfBaseException as err:
+            raise ValueError(f"search assigns {override.input_line!r}, which the run config rejects: {err}") from err
+    return OmegaConf.to_object(cfg)
 
 
-def baseline_assignments(space: SpaceConfig, block_name: str, student: StudentSpec) -> dict[str, Any]:
-    """MobileBERT's block at the search's depth (the deepest proposed, if the depth is searched)."""
-    from hydra_plugins.pareto_sweeper._space import max_depth
-
+def baseline_trial(space: StudentSpace, block_name: str | None, student: StudentSpec) -> Trial | None:
+    """MobileBERT's block at the search's depth (the deepest proposed, if the depth is searched), run first
+    in <search dir>/baseline; None without a baseline."""
+    if block_name is None:
+        return None
     block = dataclasses.asdict(BlockSpec.from_name(block_name))
-    depth = max_depth(space) if space.block is not None else student.num_blocks
-    return {"student.num_blocks": depth, "student.block": block, "student.blocks": None}
+    depth = space.max_depth() if space.block is not None else student.num_blocks
+    assigned = {"student.num_blocks": depth, "student.block": block, "student.blocks": None}
+    name = dataclasses.replace(space, params=[]).describe(assigned) if space.block is not None else "baseline"
+    return Trial("baseline", "baseline", name, {}, assigned, to_overrides(assigned))
 
 
-def describe_baseline(space: SpaceConfig, assigned: dict[str, Any]) -> str:
-    return (
-        describe(dataclasses.replace(space, params=[]), assigned) if space.block is not None else "baseline"
-    )
-
-
-def select(result: SearchResult, recipe: AutoDistillConfig, search_cfg: SearchConfig) -> list[TrialRecord]:
+def select(result: SearchResult, recipe: AutoDistillConfig, search_cfg: StudentSearchConfig) -> list[TrialRecord]:
     """The students to train fully: the front spread along the first objective, or the top-k by it."""
     first = search_cfg.objectives[0]
     best_first = sorted(
@@ -327,144 +323,3 @@ def teacher_metrics(cfg: RunConfig) -> dict[str, float]:
         "flops_per_seq@128": float(flops(as_student, seq_len=128)),
         **latency.as_metrics(),
     }
-
-
-def flash_fidelity(candidates: list[Candidate]) -> float:
-    """Kendall tau between flash and regular MLM accuracy over the regular-distilled students (§4.7)."""
-    from scipy import stats
-
-    pairs = [(c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")) for c in candidates]
-    pairs = [(f, r) for f, r in pairs if f is not None and r is not None]
-    if len(pairs) < 2:
-        return float("nan")
-    return float(stats.kendalltau(*zip(*pairs)).statistic)
-
-
-def summary_metrics(
-    result: SearchResult, candidates: list[Candidate], teacher_row: dict, tau: float, wall: float
-) -> dict[str, float]:
-    trials = [r for r in result.records if r.kind == "trial"]
-    out = {
-        "search/trials": len(trials),
-        "search/ok": sum(r.status == "ok" for r in trials),
-        "search/failed": sum(r.status == "failed" for r in trials),
-        "search/infeasible": sum(r.status == "infeasible" for r in trials),
-        "search/front_size": len(result.front),
-        "search/hypervolume": result.hypervolume,
-        "flash_fidelity/kendall_tau": tau,
-        "wall_time_s": wall,
-    }
-    for c in candidates:
-        key = c.label.replace(" ", "_")
-        for name in ("val/mlm_acc", "latency/p50_ms", "params"):
-            if name in c.regular:
-                out[f"{key}/{name}"] = c.regular[name]
-        score = downstream_score(c.downstream)
-        if score is not None:
-            out[f"{key}/downstream_score"] = score
-    teacher_score = downstream_score(teacher_row.get("downstream", {}))
-    if teacher_score is not None:
-        out["teacher/downstream_score"] = teacher_score
-    return out
-
-
-def write_report(
-    run_dir: Path,
-    result: SearchResult,
-    recipe: AutoDistillConfig,
-    search_cfg: SearchConfig,
-    candidates: list[Candidate],
-    teacher: dict[str, Any],
-    tau: float,
-    metrics: dict[str, float],
-    task: str,
-) -> Path:
-    """report.md with the comparison table and the plots (copied beside it, so the folder travels whole)."""
-    for name in ("pareto.png",):
-        if (result.sweep_dir / name).exists():
-            shutil.copy(result.sweep_dir / name, run_dir / name)
-    plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png")
-
-    def cell(value: float | None, fmt: str) -> str:
-        return (
-            "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-        )
-
-    rows = [
-        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular "
-        f"| {task} score |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in candidates:
-        m = c.regular or c.flash
-        rows.append(
-            f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
-            f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {cell(m.get('latency/p50_ms'), '.2f')} | "
-            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
-            f"{cell(downstream_score(c.downstream), '.2f')} |"
-        )
-    rows.append(
-        f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{teacher['latency/p50_ms']:.2f} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
-    )
-    s = search_cfg
-    lines = [
-        "# AutoDistill report",
-        "",
-        f"Search: {metrics['search/trials']:.0f} trials ({metrics['search/ok']:.0f} ok, {metrics['search/failed']:.0f} failed, "
-        f"{metrics['search/infeasible']:.0f} infeasible, not trained) with `{s.optimizer}`; objectives "
-        + ", ".join(f"{o.direction} `{o.name}`" for o in s.objectives)
-        + (
-            "; constraints " + ", ".join(f"`{c.name}` in [{c.min}, {c.max}]" for c in s.constraints)
-            if s.constraints
-            else ""
-        )
-        + f". Pareto front: {len(result.front)} student(s), hypervolume {result.hypervolume:.4g}. "
-        f"Ledger and front: `{result.sweep_dir}`.",
-        "",
-        f"Flash = {recipe.flash_fraction:.0%} of the regular budget ({recipe.regular_steps} steps). "
-        f"Selected ({recipe.select}, at most {recipe.max_selected}) and the baseline were regular-distilled:",
-        "",
-        *rows,
-        "",
-        f"Flash fidelity (AutoDistill §4.7): Kendall τ between flash and regular MLM accuracy over these "
-        f"{len(candidates)} students = {cell(tau, '.3f')}.",
-        (
-            f"{task} score: the task's metric(s) x100 on its labelled test split (best-dev model; "
-            f"{recipe.downstream.max_steps or recipe.downstream.epochs} {'steps' if recipe.downstream.max_steps else 'epochs'} "
-            "of fine-tuning, recipe.downstream)."
-            if recipe.downstream is not None
-            else "Downstream fine-tuning: off (recipe.downstream=null)."
-        ),
-        "",
-        "![Pareto front](pareto.png)",
-        "",
-        "![flash vs regular](flash_vs_regular.png)",
-        "",
-        f"Wall time: {metrics['wall_time_s'] / 60:.1f} min.",
-        "",
-    ]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def plot_flash_vs_regular(candidates: list[Candidate], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    for c in candidates:
-        f, r = c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")
-        if f is None or r is None:
-            continue
-        ax.scatter([f], [r], s=50, marker="*" if c.label == "baseline" else "o")
-        ax.annotate(c.label, (f, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("MLM accuracy after flash distillation")
-    ax.set_ylabel("MLM accuracy after regular distillation")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -17,9 +17,9 @@ from callbacks.latency import LatencyConfig
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
-from hydra_plugins.pareto_sweeper import SearchConfig
 from modules.student import StudentSpec
 from modules.teacher import TeacherConfig
+from search.config import StudentSearchConfig as SearchConfig
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 PRECISIONS = (

@@ -29,10 +29,10 @@ from rich.progress import Progress  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from callbacks.latency import measure_latency  # noqa: E402
-from hydra_plugins.pareto_sweeper import TABLE1  # noqa: E402  (AutoDistill Table 1: 576 blocks)
 from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters  # noqa: E402
 from recipes.common import write_metrics  # noqa: E402
 from recipes.config import RunConfig  # noqa: E402
+from search.space import TABLE1  # noqa: E402  (AutoDistill Table 1: 576 blocks)
 
 log = logging.getLogger(__name__)
 

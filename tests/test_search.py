@@ -19,15 +19,17 @@ from hydra_plugins.pareto_sweeper import (
     ConstraintConfig,
     ObjectiveConfig,
     ParetoSearch,
-    SearchConfig,
-    SpaceConfig,
     Trial,
     dominates,
     hypervolume,
+    hypervolume_curve,
     non_dominated,
+    parametrization,
+    to_overrides,
 )
-from hydra_plugins.pareto_sweeper._pareto import hypervolume_curve
-from hydra_plugins.pareto_sweeper._space import BlockSpaceConfig, assignments, parametrization, to_overrides
+from search.config import StudentSearchConfig as SearchConfig
+from search.space import BlockSpaceConfig
+from search.space import StudentSpace as SpaceConfig
 
 APP = Path(__file__).parent / "search_app" / "app.py"
 sys.path.insert(0, str(APP.parent))
@@ -77,7 +79,7 @@ def test_table1_space_overrides_parse_and_cover_the_factors() -> None:
     parser = OverridesParser.create()
     seen = set()
     for _ in range(40):
-        assigned = assignments(space, param.sample().value)
+        assigned = space.assignments(param.sample().value)
         overrides = parser.parse_overrides(to_overrides(assigned))
         parsed = {o.key_or_group: o.value() for o in overrides}
         assert parsed["student.block"] == assigned["student.block"]
@@ -93,7 +95,7 @@ def test_per_block_space_uses_only_the_proposed_depth() -> None:
     )
     param = parametrization(space, seed=1)
     for _ in range(20):
-        assigned = assignments(space, param.sample().value)
+        assigned = space.assignments(param.sample().value)
         assert assigned["student.block"] is None
         assert len(assigned["student.blocks"]) == assigned["student.num_blocks"]
         assert 1e-4 <= assigned["recipe.lr"] <= 1e-2
@@ -468,7 +470,7 @@ def test_interval_parameters_are_floats_unless_tagged_int() -> None:
     )
     param = parametrization(space, seed=0)
     for _ in range(20):
-        v = assignments(space, param.sample().value)
+        v = space.assignments(param.sample().value)
         assert isinstance(v["a"], float) and 1 <= v["a"] <= 8
         assert isinstance(v["b"], int) and 100 <= v["b"] <= 1000
         assert 1e-4 <= v["c"] <= 1e-2

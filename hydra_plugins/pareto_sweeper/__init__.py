@@ -1,25 +1,36 @@
-"""Multi-objective architecture search: the Hydra sweeper ``hydra/sweeper=pareto`` (sweeper.py) and the
-search loop it shares with recipe=autodistill.
+"""Multi-objective search: the Hydra sweeper (sweeper.py; its schema is ``hydra/sweeper=pareto_base``) and
+the search loop it shares with in-process callers. Generic: the space, objectives, report columns and
+pre-trial hook come in through config, so the package imports nothing of the project that uses it.
 
 Hydra's plugin scan re-executes every module of this package whose name does not start with "_" (and
 would redefine the config dataclasses under their users' feet), so the implementation lives in the
-underscore modules, the scan only sees ``sweeper.py``, and the public API is re-exported here.
+underscore modules, the scan only sees ``sweeper.py``, and the public API is re-exported here:
+_space.py (the space protocol, the generic space, override formatting), _config.py (settings),
+_ledger.py (records, sweep-dir files), _search.py (the loop), _pareto.py (Pareto maths), _reports.py.
 """
 
-from hydra_plugins.pareto_sweeper._pareto import dominates, hypervolume, non_dominated
-from hydra_plugins.pareto_sweeper._search import (
-    ConstraintConfig,
-    ObjectiveConfig,
-    ParetoSearch,
-    SearchConfig,
-    SearchResult,
-    Trial,
-    TrialRecord,
-    log_to_wandb,
+from hydra_plugins.pareto_sweeper._config import ConstraintConfig, ObjectiveConfig, SearchConfig
+from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial, TrialRecord
+from hydra_plugins.pareto_sweeper._pareto import dominates, hypervolume, hypervolume_curve, non_dominated
+from hydra_plugins.pareto_sweeper._reports import log_to_wandb
+from hydra_plugins.pareto_sweeper._search import ParetoSearch
+from hydra_plugins.pareto_sweeper._space import (
+    Parameter,
+    ParamSpace,
+    SearchSpace,
+    build_space,
+    format_value,
+    parametrization,
+    parse_expression,
+    parse_params,
+    plain,
+    sweep_values,
+    to_overrides,
 )
-from hydra_plugins.pareto_sweeper._space import TABLE1, BlockSpaceConfig, SpaceConfig
 
 __all__ = [
-    "TABLE1", "BlockSpaceConfig", "ConstraintConfig", "ObjectiveConfig", "ParetoSearch", "SearchConfig",
-    "SearchResult", "SpaceConfig", "Trial", "TrialRecord", "dominates", "hypervolume", "log_to_wandb", "non_dominated",
+    "ConstraintConfig", "ObjectiveConfig", "ParamSpace", "Parameter", "ParetoSearch", "SearchConfig", "SearchResult",
+    "SearchSpace", "Trial", "TrialRecord", "build_space", "dominates", "format_value", "hypervolume",
+    "hypervolume_curve", "log_to_wandb", "non_dominated", "parametrization", "parse_expression", "parse_params",
+    "plain", "sweep_values", "to_overrides",
 ]  # fmt: skip

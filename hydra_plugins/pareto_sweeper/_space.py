@@ -1,101 +1,24 @@
-"""The search space: AutoDistill's Table 1 block factors, the block count, and any extra parameter.
+"""The search space protocol and the generic space: any config key with a Hydra sweep expression.
 
 A candidate is turned into *assignments*, ``{dotted config key: value}``, which the Hydra sweeper
-formats as command-line overrides and the in-process pipeline applies to its config directly: both
-paths train exactly the same student. Parameters use Hydra's own sweep syntax (``choice(a,b)``,
-``range(2,7)``, ``interval(0.1,0.5)``, ``tag(log, interval(1e-5,1e-3))``, ``tag(int, interval(100, 1000))``), as the Hydra sweepers
-users already know do. Module-level imports stay light: Hydra imports every plugin module at start-up.
+formats as command-line overrides and an in-process caller applies to its config directly: both paths
+run exactly the same trial. Parameters use Hydra's own sweep syntax (``choice(a,b)``, ``range(2,7)``,
+``interval(0.1,0.5)``, ``tag(log, interval(1e-5,1e-3))``, ``tag(int, interval(100, 1000))``), as the Hydra
+sweepers users already know do.
+
+A project plugs its own space in through config (``space: {_target_: my.Space, ...}``): any object with
+``parameters()``, ``assignments(value)`` and ``describe(assigned)`` (``SearchSpace``). Module-level imports
+stay light: Hydra imports every plugin module at start-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-# Table 1 of AutoDistill: 4 x 4 x 4 x 3 x 3 = 576 block shapes.
-TABLE1 = {
-    "hidden_size": [128, 256, 384, 512],
-    "bottleneck_size": [64, 96, 128, 160],
-    "num_heads": [1, 2, 4, 8],
-    "intermediate_size": [384, 512, 640],
-    "num_ffn": [2, 4, 6],
-}
-BLOCK_FACTORS = tuple(TABLE1)
-
-
-@dataclass
-class BlockSpaceConfig:
-    """The values each factor of a block may take (default: Table 1)."""
-
-    hidden_size: list[int] = field(default_factory=lambda: list(TABLE1["hidden_size"]))
-    bottleneck_size: list[int] = field(default_factory=lambda: list(TABLE1["bottleneck_size"]))
-    num_heads: list[int] = field(default_factory=lambda: list(TABLE1["num_heads"]))
-    intermediate_size: list[int] = field(default_factory=lambda: list(TABLE1["intermediate_size"]))
-    num_ffn: list[int] = field(default_factory=lambda: list(TABLE1["num_ffn"]))
-
-    def __post_init__(self) -> None:
-        for name in BLOCK_FACTORS:
-            values = list(getattr(self, name))
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
-                raise ValueError(
-                    f"space.block.{name} must be a non-empty list of positive integers, got {values}"
-                )
-
-
-@dataclass
-class SpaceConfig:
-    """What the search varies.
-
-    ``block``: the Table-1 factors (null: keep the student fixed, search only ``params``).
-    ``num_blocks``: an int (fixed depth) or a sweep expression such as ``range(2,7)`` or ``choice(4,6)``.
-    ``per_block``: one independent set of factors per block (a conditional space: blocks past the
-    proposed depth are unused) instead of n identical blocks.
-    ``params``: any other config key with a Hydra sweep expression, as ``key=expression`` strings, e.g.
-    ``["recipe.optimizer.lr=tag(log, interval(1e-4, 3e-3))", "recipe.losses.alpha=choice(0.3, 0.5)"]``
-    (a list, not a mapping: OmegaConf would read the dots of a mapping's keys as nesting).
-    """
-
-    block: BlockSpaceConfig | None = field(default_factory=BlockSpaceConfig)
-    num_blocks: Any = 4
-    per_block: bool = False
-    params: list[str] = field(default_factory=list)
-    prefix: str = "student"  # where the architecture lives in the trial's config
-
-    def __post_init__(self) -> None:
-        if isinstance(self.block, dict):  # from a plain container (Hydra's sweeper node)
-            self.block = BlockSpaceConfig(**self.block)
-        if isinstance(self.params, dict):  # from Python: {key: expression}
-            self.params = [f"{k}={v}" for k, v in self.params.items()]
-        self.params = list(self.params or [])
-        for entry in self.params:
-            if not isinstance(entry, str) or "=" not in entry:
-                raise ValueError(f"space.params entries are 'key=expression' strings, got {entry!r}")
-        if self.block is None and not self.params:
-            raise ValueError("space: nothing to search; give space.block (architecture) and/or space.params")
-        depth = self.num_blocks
-        if isinstance(depth, bool) or not isinstance(depth, (int, str)):
-            raise ValueError(f"space.num_blocks must be an int or a sweep expression, got {depth!r}")
-        if isinstance(depth, int) and depth < 1:
-            raise ValueError(f"space.num_blocks must be >= 1, got {depth}")
-        if isinstance(depth, str):
-            values = sweep_values(parse_expression("space.num_blocks", depth))
-            if values is None or any(not isinstance(v, int) or v < 1 for v in values):
-                raise ValueError(
-                    f"space.num_blocks={depth!r} must give positive integers: use e.g. range(2,7) or choice(4,6)"
-                )
-        for key, expr in self.param_expressions.items():
-            parse_expression(f"space.params.{key}", expr)
-            if self.block is not None and key.startswith(f"{self.prefix}."):
-                raise ValueError(
-                    f"space.params: {key} is part of the searched architecture; set space.num_blocks / "
-                    f"space.block / space.per_block instead (or space.block=null to search {key} alone)"
-                )
-
-    @property
-    def param_expressions(self) -> dict[str, str]:
-        return dict(entry.split("=", 1) for entry in self.params)
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -109,8 +32,124 @@ class Parameter:
     integer: bool = False
 
 
+@runtime_checkable
+class SearchSpace(Protocol):
+    """What the search loop needs of a space. ``parameters()``'s order is the optimiser's: keep it stable."""
+
+    def parameters(self) -> dict[str, Parameter]:
+        """Returns {entry name: Parameter}, in a fixed order (the nevergrad parametrization follows it)."""
+        ...
+
+    def assignments(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Returns {dotted config key: value} for one candidate value ({entry name: value})."""
+        ...
+
+    def describe(self, assigned: dict[str, Any]) -> str:
+        """Returns a short human name for an assignment (the ledger's ``name``)."""
+        ...
+
+
+def parse_params(params: Any) -> dict[str, str]:
+    """``["key=expression", ...]`` (or ``{key: expression}``) -> {key: expression}, each parsed once.
+
+    Raises:
+        ValueError: an entry that is not ``key=expression``, or an expression Hydra cannot parse.
+    """
+    entries = [f"{k}={v}" for k, v in params.items()] if isinstance(params, Mapping) else list(params or [])
+    for entry in entries:
+        if not isinstance(entry, str) or "=" not in entry:
+            raise ValueError(f"space.params entries are 'key=expression' strings, got {entry!r}")
+    expressions = dict(entry.split("=", 1) for entry in entries)
+    for key, expr in expressions.items():
+        parse_expression(f"space.params.{key}", expr)
+    return expressions
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (what JSON and Hydra's grammar take)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+@dataclass
+class ParamSpace:
+    """The generic space: each ``params`` entry is a config key with a Hydra sweep expression, e.g.
+    ``["recipe.optimizer.lr=tag(log, interval(1e-4, 3e-3))", "recipe.losses.alpha=choice(0.3, 0.5)"]``
+    (a list, not a mapping: OmegaConf would read the dots of a mapping's keys as nesting).
+
+    Raises:
+        ValueError: no parameter, or an entry that is not a ``key=expression`` Hydra sweep.
+    """
+
+    _target_: str = "hydra_plugins.pareto_sweeper.ParamSpace"
+    params: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        expressions = parse_params(self.params)
+        self.params = [f"{k}={v}" for k, v in expressions.items()]
+        if not self.params:
+            raise ValueError(
+                "space: nothing to search; give hydra.sweeper.space.params, sweep expressions on the command "
+                "line (key='choice(a,b)'), or a space of your own (hydra.sweeper.space._target_)"
+            )
+
+    def parameters(self) -> dict[str, Parameter]:
+        return {k: parse_expression(f"space.params.{k}", e) for k, e in parse_params(self.params).items()}
+
+    def assignments(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {key: plain(value[key]) for key in parse_params(self.params)}
+
+    def describe(self, assigned: dict[str, Any]) -> str:
+        return " ".join(f"{k}={format_value(v)}" for k, v in assigned.items())
+
+
+def build_space(spec: Any) -> SearchSpace:
+    """A space object from config: a ``SearchSpace`` as is, or a mapping with ``_target_`` instantiated.
+
+    Raises:
+        ValueError: a mapping without ``_target_``, or something that is not a space.
+    """
+    if isinstance(spec, SearchSpace):
+        return spec
+    if isinstance(spec, Mapping) or hasattr(spec, "keys"):
+        spec = dict(spec)
+        if "_target_" not in spec:
+            raise ValueError(
+                f"search space {spec} needs a _target_: the space class (e.g. hydra_plugins.pareto_sweeper.ParamSpace)"
+            )
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
+        try:
+            spec = instantiate(spec, _convert_="all")
+        except InstantiationException as err:
+            if isinstance(err.__cause__, ValueError):
+                raise err.__cause__ from None  # the space's own message, naming the setting, not Hydra's wrapper
+            raise
+    if not isinstance(spec, SearchSpace):
+        raise ValueError(f"{type(spec).__name__} is not a search space: it needs parameters, assignments, describe")
+    return spec
+
+
+def space_identity(space: SearchSpace) -> Any:
+    """What identifies a space in search.json: its settings (a dataclass's fields), not its class path.
+
+    Sweep dirs written before spaces became swappable stored the fields alone, so ``_target_`` stays out."""
+    if dataclasses.is_dataclass(space):
+        d = dataclasses.asdict(space)
+        d.pop("_target_", None)
+        return d
+    return repr(space)
+
+
 def parse_expression(where: str, expr: Any) -> Parameter:
-    """A Hydra sweep expression (``choice``, ``range``, ``interval``, ``tag(log, ...)``) -> Parameter."""
+    """A Hydra sweep expression (``choice``, ``range``, ``interval``, ``tag(log, ...)``) -> Parameter.
+
+    Args:
+        where: the setting's name, for error messages.
+        expr: the expression; a non-string is a fixed value.
+    Raises:
+        ValueError: not a sweep expression, an empty interval, or a log interval reaching 0.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
@@ -141,10 +180,12 @@ def parse_expression(where: str, expr: Any) -> Parameter:
 
 
 def sweep_values(param: Parameter) -> list | None:
+    """The finite options of a parameter, or None for an interval."""
     return None if param.options is None else list(param.options)
 
 
 def to_nevergrad(param: Parameter):
+    """The nevergrad parameter (or a constant, for a single option) searching ``param``."""
     import nevergrad as ng
 
     if param.options is not None:
@@ -160,66 +201,32 @@ def to_nevergrad(param: Parameter):
     return p.set_integer_casting() if param.integer else p
 
 
-def max_depth(space: SpaceConfig) -> int:
-    if isinstance(space.num_blocks, int):
-        return space.num_blocks
-    return max(sweep_values(parse_expression("space.num_blocks", space.num_blocks)))
-
-
-def parametrization(space: SpaceConfig, seed: int):
-    """The nevergrad parametrization: a flat ng.p.Dict whose value is JSON (what the ledger stores)."""
+def parametrization(space: SearchSpace, seed: int):
+    """The nevergrad parametrization: a flat ng.p.Dict (in ``space.parameters()``'s order) whose value is
+    JSON (what the ledger stores), its random state seeded with ``seed``."""
     import nevergrad as ng
     import numpy as np
 
-    entries: dict[str, Any] = {}
-    if space.block is not None:
-        entries["num_blocks"] = to_nevergrad(parse_expression("space.num_blocks", space.num_blocks))
-        copies = max_depth(space) if space.per_block else 1
-        for i in range(copies):
-            for name in BLOCK_FACTORS:
-                key = f"block{i}.{name}" if space.per_block else f"block.{name}"
-                entries[key] = to_nevergrad(Parameter(options=list(getattr(space.block, name))))
-    for key, expr in space.param_expressions.items():
-        entries[key] = to_nevergrad(parse_expression(f"space.params.{key}", expr))
-    param = ng.p.Dict(**entries)
+    param = ng.p.Dict(**{key: to_nevergrad(p) for key, p in space.parameters().items()})
     param.random_state = np.random.RandomState(seed)
     return param
 
 
-def assignments(space: SpaceConfig, value: dict[str, Any]) -> dict[str, Any]:
-    """A candidate's value -> {dotted config key: value}: the student's depth and blocks, then the params."""
-    out: dict[str, Any] = {}
-    if space.block is not None:
-        depth = int(value["num_blocks"])
-        out[f"{space.prefix}.num_blocks"] = depth
-        if space.per_block:
-            out[f"{space.prefix}.block"] = None
-            out[f"{space.prefix}.blocks"] = [
-                {name: int(value[f"block{i}.{name}"]) for name in BLOCK_FACTORS} for i in range(depth)
-            ]
-        else:
-            out[f"{space.prefix}.block"] = {name: int(value[f"block.{name}"]) for name in BLOCK_FACTORS}
-            out[f"{space.prefix}.blocks"] = None
-    for key in space.param_expressions:
-        v = value[key]
-        out[key] = v.item() if hasattr(v, "item") else v
-    return out
-
-
 def to_overrides(assigned: dict[str, Any]) -> list[str]:
     """Assignments as Hydra command-line overrides (``key=value``, dicts and lists in Hydra's grammar)."""
-    return [f"{key}={_format(value)}" for key, value in assigned.items()]
+    return [f"{key}={format_value(value)}" for key, value in assigned.items()]
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """One value in Hydra's override grammar (strings always quoted, so they stay strings)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_format(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_format(v) for v in value) + "]"
+        return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
@@ -231,17 +238,5 @@ def _format(value: Any) -> str:
 
 
 def architecture_key(assigned: dict[str, Any]) -> str:
-    """Identity of a proposal: equal keys train the same student with the same settings (never twice)."""
+    """Identity of a proposal: equal keys run the same trial with the same settings (never twice)."""
     return json.dumps(assigned, sort_keys=True, default=str)
-
-
-def describe(space: SpaceConfig, assigned: dict[str, Any]) -> str:
-    """A short human name: the student's name (Model_..._x4 or per-block) plus any other parameter."""
-    parts = []
-    if space.block is not None:
-        depth = assigned[f"{space.prefix}.num_blocks"]
-        blocks = assigned[f"{space.prefix}.blocks"] or [assigned[f"{space.prefix}.block"]] * depth
-        names = ["Model_" + "_".join(str(b[f]) for f in BLOCK_FACTORS) for b in blocks]
-        parts.append(f"{names[0]}x{depth}" if len(set(names)) == 1 else "-".join(names))
-    parts += [f"{k}={_format(v)}" for k, v in assigned.items() if not k.startswith(f"{space.prefix}.")]
-    return " ".join(parts)

@@ -1,14 +1,14 @@
-"""``hydra/sweeper=pareto``: multi-objective architecture search over any recipe of run.py.
+"""The multi-objective Hydra sweeper. Its schema is registered as ``hydra/sweeper=pareto_base``: a project
+ships a preset that extends it with its space, objectives and pre-trial hook (``defaults: [pareto_base]``),
+or everything comes from the command line:
 
-    python run.py -m hydra/sweeper=pareto recipe=flash_distill hydra.sweep.dir=multirun/search1
-    python run.py -m hydra/sweeper=pareto hydra.sweeper.optimizer=de hydra.sweeper.budget=50 \
-        hydra.sweeper.constraints='[{name: latency/p50_ms, max: 8}]' \
-        hydra/launcher=submitit_slurm hydra.sweeper.num_workers=8
+    python app.py -m hydra/sweeper=pareto_base 'lr=tag(log, interval(1e-4,1e-2))' 'depth=range(2,7)' \
+        'hydra.sweeper.objectives=[{name: val/acc, direction: max}, {name: time_s, direction: min}]'
+    python app.py -m hydra/sweeper=pareto_base hydra.sweeper.space._target_=my.Space ...
 
-Each trial is a Hydra job (any launcher) whose overrides set the proposed student; its return value
-(the recipe's metrics dict) supplies the objectives. Sweep expressions on the command line
-(``recipe.optimizer.lr='tag(log, interval(1e-4,1e-3))'``) join the searched space; plain overrides apply
-to every trial. The loop, ledger and reports are in ``_search.py``; see the README's "Search" section.
+Each trial is a Hydra job (any launcher) whose overrides set the proposed values; its return value (a
+metrics dict) supplies the objectives. Sweep expressions on the command line join the searched space
+(``space.params``); plain overrides apply to every trial. The loop, ledger and reports: ``_search.py``.
 """
 
 import importlib
@@ -25,47 +25,52 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hydra_plugins.pareto_sweeper._search import (
-    ConstraintConfig,
-    ObjectiveConfig,
-    ParetoSearch,
-    SearchConfig,
-    SearchResult,
-    Trial,
-    default_objectives,
-    log_to_wandb,
-)
-from hydra_plugins.pareto_sweeper._space import SpaceConfig, to_overrides
+from hydra_plugins.pareto_sweeper._config import ConstraintConfig, ObjectiveConfig, SearchConfig
+from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial
+from hydra_plugins.pareto_sweeper._reports import log_to_wandb
+from hydra_plugins.pareto_sweeper._search import ParetoSearch
+from hydra_plugins.pareto_sweeper._space import parametrization, to_overrides
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ParetoSweeperConf:
-    """``hydra.sweeper.*``: the SearchConfig fields, plus a baseline and the pre-training check."""
+    """``hydra.sweeper.*``: the SearchConfig fields, plus a baseline and the pre-training check.
+
+    ``space``: ``{_target_: <a SearchSpace class>, ...}`` (default: the generic ``ParamSpace``, fed by sweep
+    expressions on the command line). ``objectives``: required (the metrics the trials return).
+    """
 
     _target_: str = "hydra_plugins.pareto_sweeper.sweeper.ParetoSweeper"
+    # The space's own _target_ is built by the sweeper, after the command line's sweeps joined its params.
+    _recursive_: bool = False
     optimizer: str = "bo"
     budget: int = 20
     num_workers: int = 1
     seed: int = 0
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
+    space: Any = field(default_factory=lambda: {"_target_": "hydra_plugins.pareto_sweeper.ParamSpace", "params": []})
+    objectives: list[ObjectiveConfig] = field(default_factory=list)
     constraints: list[ConstraintConfig] = field(default_factory=list)
     max_proposals: int | None = None
+    report_columns: list[str] = field(default_factory=list)  # metrics copied into pareto.csv beside the objectives
     # Overrides of a reference trial run first (marked on the plot; the default hypervolume reference),
     # e.g. [student=mobilebert_baseline, student.num_blocks=4]. null: none.
     baseline: list[str] | None = None
     # "module:function" computing constraint metrics without training: (trial config, names) -> dict.
-    pretrial: str | None = "recipes.distill:architecture_metrics"
+    pretrial: str | None = None
 
 
+# Not "pareto": a project's own conf/hydra/sweeper/pareto.yaml (its preset, extending this) would shadow a
+# ConfigStore node of the same name, and could not name it in its defaults list.
 ConfigStore.instance().store(
-    group="hydra/sweeper", name="pareto", node=ParetoSweeperConf, provider="distill-recipes"
+    group="hydra/sweeper", name="pareto_base", node=ParetoSweeperConf, provider="pareto_sweeper"
 )
 
 
 class ParetoSweeper(Sweeper):
+    """Hydra's side of the search: composes trials' overrides, launches them, runs ``ParetoSearch``."""
+
     def __init__(self, **settings: Any) -> None:
         plain = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
                  for k, v in settings.items()}  # fmt: skip
@@ -84,8 +89,15 @@ class ParetoSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> SearchResult:
+        """Run the search over the command line's sweep expressions and the configured space.
+
+        Raises:
+            ValueError: a bad setting, a sweep Hydra cannot search (e.g. glob), a misspelt key in the
+                baseline or the first proposal's overrides.
+        """
         assert self.config is not None and self.launcher is not None
-        fixed, swept = split_arguments(arguments)
+        args = split_arguments(arguments)
+        fixed, swept = args.fixed, args.swept
         settings = dict(self.settings)
         space = dict(settings.get("space") or {})
         space["params"] = [*(space.get("params") or []), *(f"{k}={v}" for k, v in swept.items())]
@@ -116,25 +128,15 @@ class ParetoSweeper(Sweeper):
         ):
             log.warning(
                 "latency constraints are checked before training on this machine (%s), but trials run through %s: "
-                "run the sweep on the target device type, or constrain params / flops_per_seq@128 instead",
+                "run the sweep on the target device type, or constrain a metric that does not depend on the machine",
                 os.uname().nodename, type(self.launcher).__name__,
             )  # fmt: skip
 
-        def launch(trial: Trial) -> Any:
-            job_idx = trial.index if isinstance(trial.index, int) else -1  # the baseline: its own subdir
-            (ret,) = self.launcher.launch([fixed + trial.overrides], initial_job_idx=job_idx)
-            return ret.return_value  # re-raises the job's exception when it failed
-
-        def pretrial(trial: Trial, names: set[str]) -> dict[str, float]:
-            trial_cfg = self.hydra_context.config_loader.load_sweep_config(
-                self.config, fixed + trial.overrides
-            )
-            return pretrial_fn(trial_cfg, names)
-
+        jobs = _Jobs(self.launcher, self.hydra_context, self.config, fixed, pretrial_fn)
         # In-process jobs (the basic launcher) draw Lightning's progress bar: ours would fight it for the terminal.
         progress = "log" if type(self.launcher).__name__ == "BasicLauncher" else "bar"
         result = ParetoSearch(
-            cfg, sweep_dir, launch, pretrial if pretrial_fn else None, baseline, progress=progress
+            cfg, sweep_dir, jobs.launch, jobs.pretrial if pretrial_fn else None, baseline, progress=progress
         ).run()
         log_to_wandb(result, cfg, self.config.get("logger"))
         log.info(
@@ -146,8 +148,40 @@ class ParetoSweeper(Sweeper):
         return result
 
 
-def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Command-line overrides -> (applied to every trial, sweep expressions joining the space)."""
+@dataclass
+class _Jobs:
+    """Trials as Hydra jobs: the command line's fixed overrides plus each trial's own."""
+
+    launcher: Any
+    hydra_context: HydraContext
+    config: DictConfig
+    fixed: list[str]
+    pretrial_fn: Any  # (trial config, names) -> metrics, or None
+
+    def launch(self, trial: Trial) -> Any:
+        job_idx = trial.index if isinstance(trial.index, int) else -1  # the baseline: its own subdir
+        (ret,) = self.launcher.launch([self.fixed + trial.overrides], initial_job_idx=job_idx)
+        return ret.return_value  # re-raises the job's exception when it failed
+
+    def pretrial(self, trial: Trial, names: set[str]) -> dict[str, float]:
+        trial_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, self.fixed + trial.overrides)
+        return self.pretrial_fn(trial_cfg, names)
+
+
+@dataclass
+class Arguments:
+    """The command line's overrides: ``fixed`` apply to every trial, ``swept`` ({key: expression}) join the space."""
+
+    fixed: list[str]
+    swept: dict[str, str]
+
+
+def split_arguments(arguments: list[str]) -> Arguments:
+    """Command-line overrides -> Arguments.
+
+    Raises:
+        ValueError: a sweep other than choice / range / interval.
+    """
     fixed, swept = [], {}
     for override in OverridesParser.create().parse_overrides(arguments):
         if override.is_sweep_override():
@@ -161,13 +195,11 @@ def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
                 )
         else:
             fixed.append(override.input_line)
-    return fixed, swept
+    return Arguments(fixed, swept)
 
 
 def _sample(cfg: SearchConfig) -> list[str]:
-    from hydra_plugins.pareto_sweeper._space import assignments, parametrization
-
-    return to_overrides(assignments(cfg.space, parametrization(cfg.space, cfg.seed).value))
+    return to_overrides(cfg.space.assignments(parametrization(cfg.space, cfg.seed).value))
 
 
 def _local(launcher: Any) -> bool:

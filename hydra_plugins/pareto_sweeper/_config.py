@@ -1,0 +1,142 @@
+"""What to search and how: objectives, constraints and the search settings (generic: no default space,
+objective or report column; a project brings its own through config)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hydra_plugins.pareto_sweeper._space import SearchSpace, build_space, space_identity
+
+# Short names for the optimisers the paper compares (§4.3); any other nevergrad registry name also works.
+OPTIMIZERS = {
+    "bo": "BO",  # Bayesian optimisation (a GP with expected improvement), the paper's choice
+    "random": "RandomSearch",
+    "de": "DE",  # differential evolution (the paper compares a firefly algorithm: also population-based)
+    "twopointsde": "TwoPointsDE",
+    "cma": "CMA",
+    "pso": "PSO",
+    "ngopt": "NGOpt",  # nevergrad's own choice for the space
+}
+DIRECTIONS = ("max", "min")
+
+
+@dataclass
+class ObjectiveConfig:
+    """A metric the trial returns, and whether more (max) or less (min) is better.
+
+    Raises:
+        ValueError: a direction other than max / min.
+    """
+
+    name: str
+    direction: str = "max"
+    # The worst value still of interest: the hypervolume's reference point, and where nevergrad's
+    # multi-objective scalarisation is anchored. null: 50% worse than the baseline (or the first trial).
+    ref: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"objective {self.name!r}: direction must be max or min, got {self.direction!r}")
+
+    def loss(self, value: float) -> float:
+        """The value as a loss (smaller is better): negated for a max objective."""
+        return -value if self.direction == "max" else value
+
+
+@dataclass
+class ConstraintConfig:
+    """A hard limit on a metric. Metrics the pre-trial hook computes (e.g. a model's size or measured
+    latency) are checked before training: violating proposals are never trained.
+
+    Raises:
+        ValueError: neither max nor min given.
+    """
+
+    name: str
+    max: float | None = None
+    min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max is None and self.min is None:
+            raise ValueError(f"constraint {self.name!r}: give max and/or min")
+
+    def violation(self, value: float) -> float:
+        """0 when satisfied, else how far outside, relative to the limit."""
+        over = 0.0
+        if self.max is not None and value > self.max:
+            over = (value - self.max) / max(abs(self.max), 1e-12)
+        if self.min is not None and value < self.min:
+            over = max(over, (self.min - value) / max(abs(self.min), 1e-12))
+        return over
+
+
+def _default_space() -> dict[str, Any]:
+    return {"_target_": "hydra_plugins.pareto_sweeper.ParamSpace", "params": []}
+
+
+@dataclass
+class SearchConfig:
+    """How to search: the Hydra sweeper's config (``hydra.sweeper.*``) and any in-process caller's.
+
+    ``space`` is a ``SearchSpace`` object or its config (``{_target_: <class>, ...}``; default: the
+    generic ``ParamSpace``). ``report_columns``: metrics copied into pareto.csv / trials.csv beside the
+    objectives when a trial returns them.
+
+    Raises:
+        ValueError: an unknown optimizer, budget or num_workers < 1, no objective, an objective twice,
+            or a bad space.
+    """
+
+    optimizer: str = "bo"  # bo | random | de | twopointsde | cma | pso | ngopt | any nevergrad name
+    budget: int = 20  # trained trials (finished or failed); the baseline and infeasible proposals are extra
+    num_workers: int = 1  # trials in flight at once (needs a parallel launcher, e.g. submitit)
+    seed: int = 0
+    space: Any = field(default_factory=_default_space)
+    objectives: list[ObjectiveConfig] = field(default_factory=list)
+    constraints: list[ConstraintConfig] = field(default_factory=list)
+    max_proposals: int | None = None  # stop asking after this many (null: 20 x budget)
+    report_columns: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Built from Hydra's DictConfig, the nested entries may still be plain dicts.
+        self.space: SearchSpace = build_space(self.space)
+        self.objectives = [
+            o if isinstance(o, ObjectiveConfig) else ObjectiveConfig(**o) for o in self.objectives
+        ]
+        self.constraints = [
+            c if isinstance(c, ConstraintConfig) else ConstraintConfig(**c) for c in self.constraints
+        ]
+        self.report_columns = list(self.report_columns)
+        if self.optimizer.lower() not in OPTIMIZERS:
+            import nevergrad as ng
+
+            if self.optimizer not in ng.optimizers.registry:
+                raise ValueError(
+                    f"search optimizer={self.optimizer!r} is unknown: use one of {sorted(OPTIMIZERS)} "
+                    "or a nevergrad optimizer name (nevergrad.optimizers.registry)"
+                )
+        if self.budget < 1:
+            raise ValueError(f"search budget must be >= 1 trial, got {self.budget}")
+        if self.num_workers < 1:
+            raise ValueError(f"search num_workers must be >= 1, got {self.num_workers}")
+        if not self.objectives:
+            raise ValueError("search objectives: give at least one {name, direction}")
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"search objectives name a metric twice: {names}")
+
+    @property
+    def proposal_limit(self) -> int:
+        """How many proposals to ask for at most."""
+        return self.max_proposals or 20 * self.budget
+
+    def identity(self) -> dict:
+        """What a resumed search must share with the sweep dir it resumes (the budget may grow)."""
+        return {
+            "optimizer": self.optimizer,
+            "seed": self.seed,
+            "space": space_identity(self.space),
+            "objectives": [asdict(o) for o in self.objectives],
+            "constraints": [asdict(c) for c in self.constraints],
+        }

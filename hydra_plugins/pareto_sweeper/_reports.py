@@ -1,0 +1,236 @@
+"""What a search writes for people: pareto.csv (the front), trials.csv, hypervolume.csv (after each trial),
+pareto.png (the first two objectives), a progress bar or log lines, and one W&B run with logger=wandb."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra_plugins.pareto_sweeper import _pareto as pareto
+from hydra_plugins.pareto_sweeper._config import ObjectiveConfig, SearchConfig
+from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial, TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write rows (dicts; the union of keys, in first-seen order) atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def plot_front(
+    path: Path,
+    points: list[tuple[float, float]],
+    front: list[int],
+    labels: tuple[str, str],
+    baseline: tuple[float, float] | None = None,
+    failed: list[tuple[float, float]] | None = None,
+    title: str = "",
+) -> None:
+    """All trials (grey), the front (red, joined as a staircase), the baseline (black star)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    if points:
+        xs, ys = zip(*points)
+        ax.scatter(xs, ys, s=22, c="0.6", label=f"trials ({len(points)})", zorder=2)
+    if failed:
+        xs, ys = zip(*failed)
+        ax.scatter(xs, ys, s=22, marker="x", c="tab:orange", label=f"infeasible ({len(failed)})", zorder=2)
+    if front:
+        pts = sorted(points[i] for i in front)
+        ax.plot(
+            *zip(*pts),
+            "-o",
+            c="tab:red",
+            ms=6,
+            drawstyle="steps-post",
+            label=f"Pareto front ({len(front)})",
+            zorder=3,
+        )
+    if baseline is not None:
+        ax.scatter([baseline[0]], [baseline[1]], s=160, marker="*", c="k", label="baseline", zorder=4)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_reports(result: SearchResult, cfg: SearchConfig) -> None:
+    """pareto.csv (the front), trials.csv, hypervolume.csv (after each trial), pareto.png (the first two
+    objectives: the first up, the second right), all in the result's sweep dir."""
+    objectives = cfg.objectives
+    trials = [r for r in result.records if r.kind == "trial"]
+    rows = [_row(r, objectives, cfg.report_columns) for r in result.front]
+    write_csv(result.sweep_dir / "pareto.csv", rows or [{"trial": "", "name": ""}])
+    all_rows = [_row(r, objectives, cfg.report_columns) for r in result.records]
+    write_csv(result.sweep_dir / "trials.csv", all_rows or [{"trial": "", "name": ""}])
+    if result.reference is not None:
+        curve = pareto.hypervolume_curve([r.losses(objectives) for r in trials], result.reference)
+        write_csv(
+            result.sweep_dir / "hypervolume.csv",
+            [{"trial": r.trial, "status": r.status, "hypervolume": hv} for r, hv in zip(trials, curve)]
+            or [{"trial": "", "status": "", "hypervolume": ""}],
+        )
+    if len(objectives) >= 2:
+        y, x = objectives[0], objectives[1]  # e.g. accuracy (up) against latency (right)
+        ok = [r for r in trials if r.status == "ok" and r.feasible]
+        points = [(r.objectives[x.name], r.objectives[y.name]) for r in ok]
+        front_ids = {id(r) for r in result.front}
+        front = [i for i, r in enumerate(ok) if id(r) in front_ids]
+        infeasible = [
+            (r.metrics[x.name], r.metrics[y.name])
+            for r in trials
+            if not (r.status == "ok" and r.feasible) and x.name in r.metrics and y.name in r.metrics
+        ]
+        base = next((r for r in result.records if r.kind == "baseline" and r.status == "ok"), None)
+        plot_front(
+            result.sweep_dir / "pareto.png",
+            points,
+            front,
+            (f"{x.name} ({x.direction})", f"{y.name} ({y.direction})"),
+            baseline=(base.objectives[x.name], base.objectives[y.name]) if base else None,
+            failed=infeasible,
+            title=f"{len(trials)} trials, front {len(result.front)}, hypervolume {result.hypervolume:.4g}",
+        )
+
+
+def _row(r: TrialRecord, objectives: list[ObjectiveConfig], columns: list[str]) -> dict:
+    row = {"trial": r.trial, "name": r.name, "status": r.status, "feasible": r.feasible}
+    row.update({o.name: r.objectives.get(o.name, r.metrics.get(o.name)) for o in objectives})
+    for k in columns:
+        if k not in row and k in r.metrics:
+            row[k] = r.metrics[k]
+    row["duration_s"] = r.duration_s
+    row["overrides"] = " ".join(r.overrides)
+    if r.error:
+        row["error"] = r.error
+    return row
+
+
+class Progress:
+    """A rich progress bar over trained trials, with the last trial and the front size; or log lines.
+
+    Args:
+        budget: trials to train in all.
+        done: trials trained already (a resumed search).
+        mode: bar | log | none.
+    """
+
+    def __init__(self, budget: int, done: int, mode: str = "bar") -> None:
+        self.mode, self.bar = mode, None
+        if mode == "bar":
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+            )  # fmt: skip
+            self.task = self.bar.add_task("", total=budget, completed=min(done, budget))
+            self.bar.start()
+
+    def start(self, trial: Trial) -> None:
+        """A trial was launched."""
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"running #{trial.index} {trial.name}")
+        elif self.mode == "log":
+            log.info("trial %s: %s", trial.index, trial.name)
+
+    def finish(self, rec: TrialRecord, result: SearchResult) -> None:
+        """A trial finished (``rec``); ``result`` is the search after it."""
+        if self.mode == "none":
+            return
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in rec.objectives.items()) or rec.error or ""
+        if self.bar is not None:
+            self.bar.update(
+                self.task,
+                advance=1 if rec.kind == "trial" else 0,
+                description=f"#{rec.trial} {rec.status} {shown[:80]} | front {len(result.front)} | HV {result.hypervolume:.4g}",
+            )
+        log.info(
+            "trial %s %s [%s] %s (%.0f s) | front %d, hypervolume %.4g",
+            rec.trial, rec.status, rec.name, shown, rec.duration_s, len(result.front), result.hypervolume,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop drawing the bar."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def wandb_mode() -> str:
+    """offline when ``WANDB_MODE=offline`` or no W&B key is configured (``WANDB_API_KEY``, or ~/.netrc, which
+    ``wandb login`` writes): never a login prompt in the middle of a sweep; else online."""
+    if os.environ.get("WANDB_MODE") == "offline" or not _wandb_has_key():
+        return "offline"
+    return "online"
+
+
+def _wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL_HOST", "api.wandb.ai")) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def log_to_wandb(result: SearchResult, cfg: SearchConfig, logger_cfg: Any, mode: str | None = None) -> None:
+    """With a W&B logger config: one W&B run for the search (objectives and hypervolume per trial, the plot).
+
+    Args:
+        result: the finished search.
+        cfg: its settings (optimizer, budget and objectives go into the run's config).
+        logger_cfg: the run's logger config; anything but ``lightning...WandbLogger`` logs nothing.
+        mode: online | offline; None: ``wandb_mode()`` (a caller with its own credential check passes it).
+    """
+    if not logger_cfg or "WandbLogger" not in str(logger_cfg.get("_target_", "")):
+        return
+    import wandb
+
+    mode = mode or wandb_mode()
+    hv = {}
+    hv_path = result.sweep_dir / "hypervolume.csv"
+    if hv_path.exists():
+        hv = {row["trial"]: float(row["hypervolume"]) for row in csv.DictReader(hv_path.open()) if row["hypervolume"]}
+    run = wandb.init(
+        project=logger_cfg.get("project") or "distill-recipes",
+        name=f"search-{result.sweep_dir.name}",
+        dir=str(result.sweep_dir),
+        mode=mode,
+        job_type="search",
+        config={"optimizer": cfg.optimizer, "budget": cfg.budget, "objectives": [o.name for o in cfg.objectives]},
+    )
+    for n, rec in enumerate(r for r in result.records if r.kind == "trial"):
+        run.log(
+            {"trial": n, "hypervolume": hv.get(str(rec.trial), 0.0), **{f"objective/{k}": v for k, v in rec.objectives.items()}}
+        )
+    if (result.sweep_dir / "pareto.png").exists():
+        run.log({"pareto": wandb.Image(str(result.sweep_dir / "pareto.png"))})
+    run.summary["hypervolume"] = result.hypervolume
+    run.summary["front_size"] = len(result.front)
+    run.finish()

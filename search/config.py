@@ -1,0 +1,38 @@
+"""The student search's settings: the sweeper plugin's generic ``SearchConfig`` with the project's space
+(``StudentSpace``: Table 1), objectives and report columns as defaults. The one place they are set:
+``conf/search/default.yaml`` (recipe=autodistill) only sets values, and ``conf/hydra/sweeper/pareto.yaml``
+(the Hydra sweeper preset) repeats them as YAML, checked equal by tests/test_search_space.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra_plugins.pareto_sweeper import ObjectiveConfig, SearchConfig
+from search.space import StudentSpace
+
+# Metrics every distillation returns that a report should show beside the objectives.
+REPORT_COLUMNS = ("params", "flops_per_seq@128", "latency/p50_ms", "val/mlm_acc", "wall_time_s")
+
+
+def default_objectives() -> list[ObjectiveConfig]:
+    """AutoDistill's two objectives: flash-distilled MLM accuracy up, measured latency down."""
+    return [ObjectiveConfig("val/mlm_acc", "max"), ObjectiveConfig("latency/p50_ms", "min")]
+
+
+@dataclass
+class StudentSearchConfig(SearchConfig):
+    """Hydra schema of the ``search`` group (what recipe=autodistill searches, and how); the fields and
+    their checks are the plugin's ``SearchConfig``, typed here for the student space.
+
+    Raises:
+        ValueError: see ``SearchConfig`` and ``StudentSpace``.
+    """
+
+    space: StudentSpace = field(default_factory=StudentSpace)
+    objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
+    report_columns: list[str] = field(default_factory=lambda: list(REPORT_COLUMNS))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.space, dict) and "_target_" not in self.space:  # from Python: the student space's fields
+            self.space = StudentSpace(**self.space)
+        super().__post_init__()
