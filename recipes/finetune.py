@@ -14,7 +14,7 @@ optional task-KD teacher (fine-tuned on the task, frozen) -> LightningModule (mo
 or MSE; modules/qa.py: span CE, post-processing to answer text; (1-γ)·CE + γ·KD with KD) -> Trainer,
 validation every epoch, the best-dev model saved in HF format under <run dir>/model -> classification:
 test metrics where the test split has labels, test predictions in GLUE's submission format; SQuAD: the
-best-dev answers -> metrics.json. A multirun's best-dev table: recipes/finetune_table.py.
+best-dev answers -> metrics.json. A multirun's best-dev table: reports/finetune_table.py.
 """
 
 from __future__ import annotations
