@@ -195,17 +195,13 @@ def _teacher_vocab_size(name_or_path: str, revision: str | None) -> int:
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
-    """Distil ``cfg.student`` from ``cfg.teacher`` on ``cfg.data`` for the recipe's step budget.
-
-    Args:
-        cfg: the whole run config; ``cfg.recipe`` is a DistillConfig, ``cfg.run_dir`` is set.
+    """Distil ``cfg.student`` (``cfg.recipe``: a DistillConfig) from ``cfg.teacher`` for the step budget.
 
     Returns:
-        The flat metrics also written to ``<run dir>/metrics.json`` (every ``val/*`` term, sizes, steps,
-        wall time, teacher-cache counters, latency). Ranks other than 0 return without writing.
-
+        metrics.json's flat dict (every ``val/*`` term, sizes, steps, wall time, cache counters, latency);
+        ranks other than 0 return it unwritten.
     Raises:
-        ValueError: the config is inconsistent (see ``check_compatible``).
+        ValueError: an inconsistent config (``check_compatible``).
     """
     recipe: DistillConfig = cfg.recipe
     check_compatible(cfg)
