@@ -20,6 +20,7 @@ best-dev answers -> metrics.json. A multirun's best-dev table: reports/finetune_
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -42,7 +43,9 @@ from transformers import (
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import is_local_path, resolve_path
+from core.files import write_text_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
 from modules.finetuning import FinetuneModule, metric_names
 from modules.qa import QAModule
@@ -281,26 +284,14 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
     return TaskSetup(data, model, module, len(data.examples["train"]))
 
 
-# GLUE's submission files: task -> (test split -> file stem, whether labels are written as names). The
-# leaderboard reads 0/1 for CoLA, SST-2, MRPC, QQP and WNLI, label names for MNLI, QNLI and RTE, and
-# floats for STS-B. Local tasks write their own label names into <task.name>.tsv.
-GLUE_SUBMISSION: dict[str, tuple[dict[str, str], bool]] = {
-    "cola": ({"test": "CoLA"}, False),
-    "sst2": ({"test": "SST-2"}, False),
-    "mrpc": ({"test": "MRPC"}, False),
-    "stsb": ({"test": "STS-B"}, False),
-    "qqp": ({"test": "QQP"}, False),
-    "mnli": ({"test": "MNLI-m", "test_mismatched": "MNLI-mm"}, True),
-    "qnli": ({"test": "QNLI"}, True),
-    "rte": ({"test": "RTE"}, True),
-    "wnli": ({"test": "WNLI"}, False),
-}
-
-
 def submission_files(task: TaskDataConfig, test_splits: list[str]) -> dict[str, str]:
-    """Test split -> prediction file name: GLUE's (``CoLA.tsv``, ``MNLI-mm.tsv``) or ``<task.name>.tsv``."""
+    """Test split -> prediction file name: GLUE's (``CoLA.tsv``, ``MNLI-mm.tsv``) or ``<task.name>.tsv``.
+
+    GLUE's leaderboard reads 0/1 for CoLA, SST-2, MRPC, QQP and WNLI, label names for MNLI, QNLI and RTE, and
+    floats for STS-B (datamodules.glue.GLUE_TASKS); local tasks write their own label names.
+    """
     if task.source == "glue":
-        files, _ = GLUE_SUBMISSION[str(task.glue_task)]
+        files = GLUE_TASKS[str(task.glue_task)].submission_files
         return {split: f"{files[split]}.tsv" for split in test_splits if split in files}
     return {
         split: f"{task.name}.tsv" if split == "test" else f"{task.name}_{split}.tsv" for split in test_splits
@@ -322,7 +313,7 @@ def evaluate_test_split(
     if data.test_labelled:
         trainer.test(module, datamodule=data, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    as_names = GLUE_SUBMISSION[str(task.glue_task)][1] if task.source == "glue" else True
+    as_names = GLUE_TASKS[str(task.glue_task)].labels_as_names if task.source == "glue" else True
     for split, name in submission_files(task, data.test_splits).items():
         outputs = gather_outputs(trainer, trainer.predict(module, dataloaders=data.eval_dataloader(split)))
         if trainer.is_global_zero:
@@ -344,13 +335,11 @@ def gather_outputs(
 def write_predictions(path: Path, outputs: list[dict[str, torch.Tensor]], label_names: list[str]) -> None:
     """GLUE's submission format: ``index<TAB>prediction``; a label name (given ``label_names``), a label id,
     or a float for regression."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     index = torch.cat([o["index"] for o in outputs]).tolist()
     preds = torch.cat([o["prediction"] for o in outputs]).tolist()
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["index", "prediction"])
-        for i, p in sorted(zip(index, preds)):
-            writer.writerow(
-                [i, f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)]
-            )
+    text = io.StringIO(newline="")  # the csv module ends lines itself (\r\n)
+    writer = csv.writer(text, delimiter="\t")
+    writer.writerow(["index", "prediction"])
+    for i, p in sorted(zip(index, preds)):
+        writer.writerow([i, f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)])
+    write_text_atomic(path, text.getvalue())  # creates the folder
