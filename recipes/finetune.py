@@ -103,7 +103,11 @@ class FinetuneConfig:
 
 
 def model_path(cfg: RunConfig) -> str:
-    """The model to fine-tune, as transformers wants it: a local path or a hub id."""
+    """The model to fine-tune, as transformers wants it: a local path or a hub id.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+    """
     name = cfg.teacher.name_or_path if cfg.recipe.model == "teacher" else cfg.recipe.model
     if is_local_path(name) or name.startswith((".", "/", "~")):
         path = resolve_path(name)
@@ -124,6 +128,13 @@ class TaskSetup:
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Fine-tune ``recipe.model`` on ``cfg.task`` (``cfg.recipe``: a FinetuneConfig); steps: module docstring.
+
+    Returns:
+        metrics.json's flat dict: best dev ``val/*``, ``test/*`` where labelled, params, steps, latency.
+    Raises:
+        ValueError / FileNotFoundError: see ``preflight`` and ``model_path``; trainer.max_steps set.
+    """
     recipe: FinetuneConfig = cfg.recipe
     if cfg.trainer.max_steps != -1:
         raise ValueError("trainer.max_steps is set by the recipe; use recipe.max_steps / recipe.epochs")
@@ -169,9 +180,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
                 run_dir / "predictions" / f"{cfg.task.name}_dev.json", module.best_predictions
             )
     elif "test" in data.split_sizes and recipe.save_model and model_dir.exists():
-        metrics.update(
-            evaluate_test_split(trainer, module, data, model_dir, run_dir / "predictions", cfg.task)
-        )
+        metrics.update(evaluate_test_split(trainer, module, data, cfg))
     if trainer.is_global_zero and recipe.measure_latency:
         metrics.update(measure_latency(model, cfg.latency).as_metrics())
     metrics["wall_time_s"] = time.perf_counter() - started
@@ -181,7 +190,12 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
 def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
     """What would otherwise fail after the data is tokenised or the model trained: sequence lengths the model
-    cannot embed, a task-KD teacher that is missing or has no head for the task, QA's partial validation."""
+    cannot embed, a task-KD teacher that is missing or has no head for the task, QA's partial validation.
+
+    Raises:
+        ValueError: lengths the model cannot embed, a teacher without the task's head, partial QA validation.
+        FileNotFoundError: ``recipe.task_kd.teacher`` holds no saved model.
+    """
     recipe: FinetuneConfig = cfg.recipe
     positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
     if positions is not None and cfg.task.max_seq_len > positions:
@@ -212,7 +226,11 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
 
 def require_head(path: Path, head: str, field: str, task_name: str) -> None:
     """A saved model fine-tuned with ``head`` (e.g. "ForSequenceClassification"): without the task's head,
-    ``from_pretrained`` would silently add a random one."""
+    ``from_pretrained`` would silently add a random one.
+
+    Raises:
+        ValueError: ``path``'s config.json names no architecture ending in ``head``.
+    """
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     if not any(a.endswith(head) for a in architectures):
         raise ValueError(
@@ -225,7 +243,11 @@ def require_head(path: Path, head: str, field: str, task_name: str) -> None:
 def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
     """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
 
-    It must read the student's token ids (the same vocabulary)."""
+    It must read the student's token ids (the same vocabulary).
+
+    Raises:
+        ValueError: the teacher's vocabulary is smaller than the student's tokenizer.
+    """
     if not cfg.recipe.task_kd.teacher:
         return None
     teacher = auto_class.from_pretrained(str(resolve_path(cfg.recipe.task_kd.teacher)))
@@ -238,6 +260,11 @@ def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedToken
 
 
 def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    """Classification data, the model with a classifier head of the task's labels, its FinetuneModule.
+
+    Raises:
+        ValueError: a task-KD teacher with another label count than the task's.
+    """
     recipe: FinetuneConfig = cfg.recipe
     data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
@@ -266,6 +293,7 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
 
 
 def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    """SQuAD-style data (windows over long contexts), the model with a span head, its QAModule."""
     recipe: FinetuneConfig = cfg.recipe
     data = SquadDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
@@ -299,16 +327,18 @@ def submission_files(task: TaskDataConfig, test_splits: list[str]) -> dict[str, 
 
 
 def evaluate_test_split(
-    trainer: L.Trainer,
-    module: FinetuneModule,
-    data: ClassificationDataModule,
-    model_dir: Path,
-    predictions_dir: Path,
-    task: TaskDataConfig,
+    trainer: L.Trainer, module: FinetuneModule, data: ClassificationDataModule, cfg: RunConfig
 ) -> dict[str, float]:
-    """The best-dev model on the test split(s): metrics where the test split has gold labels, and predictions
-    in the submission format (GLUE's test labels are hidden)."""
-    module.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    """The best-dev model (``<run dir>/model``) on the test split(s): metrics where the test split has gold
+    labels, and predictions in the submission format under ``<run dir>/predictions`` (GLUE's test labels
+    are hidden).
+
+    Returns:
+        ``test/*`` metrics, or nothing when the test split is unlabelled.
+    """
+    task: TaskDataConfig = cfg.task
+    predictions_dir = Path(cfg.run_dir) / "predictions"
+    module.model = AutoModelForSequenceClassification.from_pretrained(Path(cfg.run_dir) / "model")
     metrics = {}
     if data.test_labelled:
         trainer.test(module, datamodule=data, verbose=False)
