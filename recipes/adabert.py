@@ -15,48 +15,45 @@ Reads top to bottom:
 4. derive the argmax child (K and one op per edge) and retrain it (inheriting the searched weights) with
    the same loss minus L_E; the best-dev child is saved in HF format (``student/``);
 5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up;
-   ``report.md`` with the derived cell as text and a picture, probe accuracies, the search trajectory.
+   ``report.md`` with the derived cell as text and a picture, probe accuracies, the search trajectory
+   (reports/adabert.py). Step 2's code: recipes/adabert_knowledge.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from rich.progress import track
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
-from core.assets import file_fingerprint, resolve_path
-from core.files import torch_save_atomic
+from core.assets import resolve_path
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from modules.adabert import (
-    OP_NAMES,
     AdaBertConfig,
     AdaBertForSequenceClassification,
     DerivedArchitecture,
-    cell_edges,
     child_config,
     child_flops,
     child_params,
     inherit_weights,
 )
-from modules.adabert_training import AdaBertModule, TeacherTargets, train_probe
+from modules.adabert_training import AdaBertModule, TeacherTargets
 from modules.finetuning import metric_names
 from recipes import finetune
+from recipes.adabert_knowledge import KnowledgeCache, TeacherKnowledge, teacher_knowledge
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
+from reports.adabert import AdaBertReport, AdaBertSettings, write_report
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +125,11 @@ class AdaBertRecipeConfig:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """What this recipe cannot do, said before any work."""
+    """What this recipe cannot do, said before any work.
+
+    Raises:
+        ValueError: a squad or regression task, or trainer settings the recipe owns or cannot honour.
+    """
     if not isinstance(cfg.task, TaskDataConfig):
         raise ValueError(
             "task: AdaBERT searches sentence (pair) classifiers; pick a classification task, not squad"
@@ -151,6 +152,14 @@ def check_config(cfg: RunConfig) -> None:
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Search, derive, retrain and evaluate an AdaBERT student for ``cfg.task`` (steps 1-5 above).
+
+    Returns:
+        metrics.json's flat dict (``search/*``, the child's ``val/*``, ``test/*``, ``teacher/*``, sizes, ...).
+    Raises:
+        ValueError: see ``check_config``; a teacher with another label count than the task's.
+        FileNotFoundError: ``recipe.teacher`` is not a saved model.
+    """
     recipe: AdaBertRecipeConfig = cfg.recipe
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -170,14 +179,14 @@ def run(cfg: RunConfig) -> dict[str, float]:
         )
 
     # 2. Its knowledge: logits and layer probes on every training row (cached).
-    knowledge = teacher_knowledge(
-        teacher, teacher_dir, data, recipe, progress=cfg.trainer.enable_progress_bar
-    )
+    cache = KnowledgeCache(cache_dir=recipe.cache_dir, probe_epochs=recipe.probe_epochs)
+    knowledge = teacher_knowledge(teacher, teacher_dir, data, cache, progress=cfg.trainer.enable_progress_bar)
     log.info("teacher dev %s; probe dev accuracy per layer: %s", knowledge.teacher_dev,
              [round(a, 3) for a in knowledge.probe_dev_acc])  # fmt: skip
 
     # 3. Search.
     metrics_names = metric_names(cfg.task.glue_task if cfg.task.source == "glue" else None, data.num_labels)
+    inputs = StageInputs(data, knowledge.targets, metrics_names)
     search_cfg = AdaBertConfig(
         vocab_size=teacher.config.vocab_size, embedding_size=recipe.embedding_size, hidden_size=recipe.hidden_size,
         max_cells=recipe.max_cells, num_nodes=recipe.num_nodes, num_labels=data.num_labels,
@@ -186,8 +195,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     )  # fmt: skip
     supernet = AdaBertForSequenceClassification(search_cfg)
     factorise_embeddings(supernet, teacher)
-    search = train_stage(cfg, supernet, knowledge.targets, metrics_names, data, run_dir / "search", recipe.search_epochs,
-                         beta=recipe.beta)  # fmt: skip
+    search_plan = StagePlan(run_dir / "search", recipe.search_epochs, beta=recipe.beta)
+    search = train_stage(cfg, supernet, inputs, search_plan)
     arch = supernet.derive()
     log.info("derived child:\n%s", arch.describe(recipe.num_nodes))
 
@@ -203,42 +212,23 @@ def run(cfg: RunConfig) -> dict[str, float]:
         child.save_pretrained(student_dir)
         tokenizer.save_pretrained(student_dir)
 
-    retrain = train_stage(cfg, child, knowledge.targets, metrics_names, data, run_dir / "retrain",
-                          recipe.retrain_epochs, beta=0.0, on_best=save_child)  # fmt: skip
+    retrain_plan = StagePlan(run_dir / "retrain", recipe.retrain_epochs, beta=0.0, on_best=save_child)
+    retrain = train_stage(cfg, child, inputs, retrain_plan)
 
-    # 5. Evaluate the best-dev child beside the teacher.
+    # 5. Evaluate the best-dev child beside the teacher; the report.
     best = AdaBertForSequenceClassification.from_pretrained(student_dir).eval()
     metrics: dict[str, float] = {f"search/{k}": v for k, v in search.module.best.items()}
     metrics.update(retrain.module.best)
-    if "test" in data.split_sizes and data.test_labelled:
-        retrain.module.model = best
-        retrain.trainer.test(retrain.module, datamodule=data, verbose=False)
-        metrics.update(
-            {k: float(v) for k, v in retrain.trainer.callback_metrics.items() if k.startswith("test/")}
-        )
-        metrics.update({f"teacher/{k}": v for k, v in knowledge.teacher_test.items()})
+    metrics.update(evaluate_test_split(retrain, best, data, knowledge))
     metrics.update({f"teacher/{k}": v for k, v in knowledge.teacher_dev.items()})
     if not retrain.trainer.is_global_zero:  # under DDP one rank measures and reports
         return metrics
-    teacher_params = teacher.num_parameters()
-    metrics.update({
-        "num_cells": float(arch.num_cells), "params": float(child_params(best.config)),
-        # without the (factorised) embedding tables: what the search itself sized
-        "params_non_embedding": float(child_params(best.config, include_embeddings=False)),
-        "teacher/params_non_embedding": float(teacher_params - embedding_params(teacher)),
-        "flops_per_seq@128": float(child_flops(best.config, 128)), "teacher/params": float(teacher_params),
-        "compression": teacher_params / child_params(best.config),
-    })  # fmt: skip
-    if recipe.measure_latency:
-        student_latency = measure_latency(best, cfg.latency)
-        teacher_latency = measure_latency(teacher, cfg.latency)
-        metrics.update(student_latency.as_metrics())
-        metrics.update({f"teacher/{k}": v for k, v in teacher_latency.as_metrics().items()})
-        metrics["speedup"] = teacher_latency.p50_ms / student_latency.p50_ms
+    metrics.update(size_and_speed(cfg, best, teacher, arch))
     for i, acc in enumerate(knowledge.probe_dev_acc, start=1):
         metrics[f"probe/layer_{i}_dev_acc"] = acc
     metrics["wall_time_s"] = time.perf_counter() - started
-    write_report(run_dir, cfg, arch, metrics, knowledge, search.module.history)
+    write_report(run_dir, AdaBertReport(report_settings(cfg), arch, metrics, knowledge.probe_dev_acc,
+                                        search.module.history))  # fmt: skip
     return write_metrics(run_dir, metrics)
 
 
@@ -246,7 +236,15 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
 
 def teacher_checkpoint(cfg: RunConfig, run_dir: Path) -> str:
-    """``recipe.teacher``, or the teacher group's model fine-tuned on the task now (into <run dir>/teacher)."""
+    """``recipe.teacher``, or the teacher group's model fine-tuned on the task now (into <run dir>/teacher).
+
+    Returns:
+        The teacher's model dir.
+
+    Raises:
+        FileNotFoundError: ``recipe.teacher`` holds no saved model.
+        ValueError: ``recipe.teacher`` was not fine-tuned with a sequence-classification head.
+    """
     recipe: AdaBertRecipeConfig = cfg.recipe
     if recipe.teacher:
         path = resolve_path(recipe.teacher)
@@ -269,82 +267,6 @@ def teacher_checkpoint(cfg: RunConfig, run_dir: Path) -> str:
     return str(done)
 
 
-@dataclass
-class TeacherKnowledge:
-    """The teacher's targets on the training split, and how good the teacher and its probes are on dev."""
-
-    targets: TeacherTargets
-    probe_dev_acc: list[float]
-    teacher_dev: dict[str, float]
-    teacher_test: dict[str, float]
-
-
-@torch.no_grad()
-def teacher_outputs(
-    teacher: torch.nn.Module, loader: Any, description: str = "teacher", progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits (N, C), [CLS] states of every layer (L, N, H) and labels (N,) of one split, in split order."""
-    logits, states, labels = [], [], []
-    for batch in track(loader, description=description, total=len(loader), disable=not progress):
-        out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      token_type_ids=batch["token_type_ids"], output_hidden_states=True)  # fmt: skip
-        logits.append(out.logits.float())
-        states.append(torch.stack([h[:, 0] for h in out.hidden_states[1:]]).float())
-        labels.append(batch["labels"])
-    return torch.cat(logits), torch.cat(states, dim=1), torch.cat(labels)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    keep = labels >= 0
-    return float((logits[keep].argmax(-1) == labels[keep]).float().mean())
-
-
-def teacher_knowledge(
-    teacher: torch.nn.Module,
-    teacher_dir: str,
-    data: ClassificationDataModule,
-    recipe: AdaBertRecipeConfig,
-    progress: bool = False,
-) -> TeacherKnowledge:
-    weights = sorted(Path(teacher_dir).glob("*.safetensors")) or sorted(Path(teacher_dir).glob("*.bin"))
-    key = hashlib.sha256(json.dumps({
-        "teacher": [file_fingerprint(p) for p in weights], "data": str(data.cache_path),
-        "probe_epochs": recipe.probe_epochs, "version": 1}, sort_keys=True).encode()).hexdigest()[:24]  # fmt: skip
-    cache = resolve_path(recipe.cache_dir) / f"targets-{key}.pt"
-    if cache.exists():
-        log.info("teacher targets from %s", cache)
-        payload = torch.load(cache, weights_only=True)
-    else:
-        log.info("teacher targets: running the teacher over %s and training %s probes", data.split_sizes,
-                 teacher.config.num_hidden_layers)  # fmt: skip
-        train_logits, train_states, train_labels = teacher_outputs(
-            teacher, data.eval_dataloader("train"), "teacher over train", progress
-        )
-        dev_logits, dev_states, dev_labels = teacher_outputs(
-            teacher, data.eval_dataloader("validation"), "teacher over dev", progress
-        )
-        probes = [
-            train_probe(s, train_labels, data.num_labels, epochs=recipe.probe_epochs) for s in train_states
-        ]
-        with torch.no_grad():
-            probe_logits = torch.stack([p(s) for p, s in zip(probes, train_states)])
-            probe_dev_acc = [accuracy(p(s), dev_labels) for p, s in zip(probes, dev_states)]
-        payload = {"logits": train_logits, "probe_logits": probe_logits, "probe_dev_acc": probe_dev_acc,
-                   "teacher_dev": {"val/acc": accuracy(dev_logits, dev_labels)}, "teacher_test": {}}  # fmt: skip
-        if "test" in data.split_sizes and data.test_labelled:
-            test_logits, _, test_labels = teacher_outputs(
-                teacher, data.eval_dataloader("test"), "teacher over test", progress
-            )
-            payload["teacher_test"] = {"test/acc": accuracy(test_logits, test_labels)}
-        torch_save_atomic(payload, cache)  # ranks that computed the same targets never see a half-written file
-    return TeacherKnowledge(
-        targets=TeacherTargets(payload["logits"], payload["probe_logits"]),
-        probe_dev_acc=list(payload["probe_dev_acc"]),
-        teacher_dev=dict(payload["teacher_dev"]),
-        teacher_test=dict(payload["teacher_test"]),
-    )
-
-
 def embedding_params(model: torch.nn.Module) -> int:
     """The embedding block's parameters (word, position, type tables and their LayerNorm in BERT-likes)."""
     block = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
@@ -353,7 +275,11 @@ def embedding_params(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def factorise_embeddings(student: AdaBertForSequenceClassification, teacher: torch.nn.Module) -> None:
-    """ALBERT-style: the teacher's word embeddings (V, H) by their best rank-E approximation, U_E·S_E (V, E)."""
+    """ALBERT-style: the teacher's word embeddings (V, H) by their best rank-E approximation, U_E·S_E (V, E).
+
+    Raises:
+        ValueError: the student's embedding size exceeds the teacher's embedding width.
+    """
     weight = teacher.get_input_embeddings().weight.float()
     u, s, _ = torch.linalg.svd(weight, full_matrices=False)
     e = student.config.embedding_size
@@ -365,157 +291,109 @@ def factorise_embeddings(student: AdaBertForSequenceClassification, teacher: tor
 # ------------------------------------------------------------------------------------------- training
 
 
+@dataclass(frozen=True)
+class StageInputs:
+    """What the search and the retraining both train on."""
+
+    data: ClassificationDataModule
+    targets: TeacherTargets  # the teacher's logits and probe logits per training row
+    metrics_names: tuple[str, ...]  # the task's dev metrics
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: where it writes (checkpoints, logs), how long, the efficiency weight, a best-dev hook."""
+
+    stage_dir: Path
+    epochs: int
+    beta: float  # 0 when retraining: the child's architecture is fixed
+    on_best: Callable[[dict[str, float]], None] | None = None
+
+
 @dataclass
 class Stage:
+    """A trained stage: its module (best metrics, history) and the Trainer that trained it."""
+
     module: AdaBertModule
     trainer: L.Trainer
 
 
 def train_stage(
-    cfg: RunConfig,
-    model: AdaBertForSequenceClassification,
-    targets: TeacherTargets,
-    metrics_names: tuple[str, ...],
-    data: ClassificationDataModule,
-    stage_dir: Path,
-    epochs: int,
-    beta: float,
-    on_best: Any = None,
+    cfg: RunConfig, model: AdaBertForSequenceClassification, inputs: StageInputs, plan: StagePlan
 ) -> Stage:
-    """Search (a super-network) or retrain (a child) for ``epochs``; resumes from ``stage_dir``'s last.ckpt."""
+    """Search (a super-network) or retrain (a child) for ``plan.epochs``; resumes from the stage dir's last.ckpt."""
     recipe: AdaBertRecipeConfig = cfg.recipe
     module = AdaBertModule(
-        model, targets, metrics_names, gamma=recipe.gamma, beta=beta,
+        model, inputs.targets, inputs.metrics_names, gamma=recipe.gamma, beta=plan.beta,
         temperature=recipe.temperature, tau=(recipe.tau_start, recipe.tau_end), lr=(recipe.lr, recipe.lr_min),
         momentum=recipe.momentum, weight_decay=recipe.weight_decay, arch_lr=recipe.arch_lr,
         arch_weight_decay=recipe.arch_weight_decay, grad_clip=recipe.grad_clip,
-        arch_warmup_epochs=recipe.arch_warmup_epochs, seed=cfg.seed, on_best=on_best,
+        arch_warmup_epochs=recipe.arch_warmup_epochs, seed=cfg.seed, on_best=plan.on_best,
     )  # fmt: skip
     # Every epoch: the newest checkpoint (top-1 without a monitor), last.ckpt linked to it. With save_top_k=0
     # Lightning writes last.ckpt only at the end of fit, and a crash would lose the whole stage.
+    stage_dir = plan.stage_dir
     checkpoints = ModelCheckpoint(
         dirpath=stage_dir / "checkpoints", save_top_k=1, save_last="link", every_n_epochs=1
     )
     callbacks = [checkpoints] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(cfg.trainer, str(stage_dir), build_logger(cfg.logger, str(stage_dir)), callbacks,
-                            max_epochs=epochs, enable_checkpointing=True)  # fmt: skip
+                            max_epochs=plan.epochs, enable_checkpointing=True)  # fmt: skip
     last = stage_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=inputs.data, ckpt_path=str(last) if last.exists() else None)
     return Stage(module, trainer)
 
 
-# --------------------------------------------------------------------------------------------- report
+# ------------------------------------------------------------------------------------------- evaluation
 
 
-def draw_cell(arch: DerivedArchitecture, num_nodes: int, path: Path) -> None:
-    """The derived cell as a DAG: inputs left, nodes in a column, edges labelled with their op."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = ["c_{k-2}", "c_{k-1}"] + [f"node {i}" for i in range(num_nodes)] + ["output"]
-    pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
-    for i in range(num_nodes):
-        pos[2 + i] = (1.0 + i, 1.2 if i % 2 == 0 else -1.2)
-    out = 2 + num_nodes
-    pos[out] = (1.0 + num_nodes, 0.0)
-    fig, ax = plt.subplots(figsize=(2.2 * (num_nodes + 2), 3.6))
-    for (node, j), op in zip(cell_edges(num_nodes), arch.genotype):
-        if op == "zero":
-            continue
-        (x0, y0), (x1, y1) = pos[j], pos[2 + node]
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.4"})
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center", va="center",
-                bbox={"fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
-    for i in range(num_nodes):
-        (x0, y0), (x1, y1) = pos[2 + i], pos[out]
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--"})
-    for k, (x, y) in pos.items():
-        ax.text(x, y, names[k], ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round", "fc": "#dde7f5" if k < 2 or k == out else "#f5e6cc"})  # fmt: skip
-    ax.set_xlim(-0.6, num_nodes + 1.6)
-    ax.set_ylim(-1.8, 1.8)
-    ax.axis("off")
-    ax.set_title(f"derived cell (x{arch.num_cells}); dashed: attentive sum")
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+def evaluate_test_split(
+    retrain: Stage,
+    best: AdaBertForSequenceClassification,
+    data: ClassificationDataModule,
+    knowledge: TeacherKnowledge,
+) -> dict[str, float]:
+    """The best-dev child's and the teacher's ``test/*`` where the test split has labels; else nothing."""
+    if not ("test" in data.split_sizes and data.test_labelled):
+        return {}
+    retrain.module.model = best
+    retrain.trainer.test(retrain.module, datamodule=data, verbose=False)
+    metrics = {k: float(v) for k, v in retrain.trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics.update({f"teacher/{k}": v for k, v in knowledge.teacher_test.items()})
+    return metrics
 
 
-def plot_search(history: list[dict], probe_dev_acc: list[float], path: Path) -> None:
-    """Left: the argmax child's dev score and K per search epoch. Right: probe accuracy per teacher layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if history:
-        epochs = range(1, len(history) + 1)
-        left.plot(epochs, [h["val/score"] for h in history], "o-", label="dev score of the argmax child")
-        left.set_xlabel("search epoch")
-        left.set_ylabel("dev score")
-        twin = left.twinx()
-        twin.step(epochs, [h["num_cells"] for h in history], where="mid", color="C1", label="K")
-        twin.set_ylabel("K (cells)")
-        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
-        left.xaxis.set_major_locator(MaxNLocator(integer=True))
-        left.legend(loc="lower right", fontsize=8)
-    right.bar(range(1, len(probe_dev_acc) + 1), probe_dev_acc, color="C2")
-    right.set_xlabel("teacher layer")
-    right.set_ylabel("probe dev accuracy")
-    right.set_ylim(min(probe_dev_acc + [0.5]) - 0.05, 1.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def size_and_speed(
+    cfg: RunConfig,
+    best: AdaBertForSequenceClassification,
+    teacher: torch.nn.Module,
+    arch: DerivedArchitecture,
+) -> dict[str, float]:
+    """K, params (with and without embeddings), FLOPs and compression of the child against the teacher; with
+    ``recipe.measure_latency`` both measured on ``latency.device`` and the speed-up."""
+    teacher_params = teacher.num_parameters()
+    metrics = {
+        "num_cells": float(arch.num_cells), "params": float(child_params(best.config)),
+        # without the (factorised) embedding tables: what the search itself sized
+        "params_non_embedding": float(child_params(best.config, include_embeddings=False)),
+        "teacher/params_non_embedding": float(teacher_params - embedding_params(teacher)),
+        "flops_per_seq@128": float(child_flops(best.config, 128)), "teacher/params": float(teacher_params),
+        "compression": teacher_params / child_params(best.config),
+    }  # fmt: skip
+    if cfg.recipe.measure_latency:
+        student_latency = measure_latency(best, cfg.latency)
+        teacher_latency = measure_latency(teacher, cfg.latency)
+        metrics.update(student_latency.as_metrics())
+        metrics.update({f"teacher/{k}": v for k, v in teacher_latency.as_metrics().items()})
+        metrics["speedup"] = teacher_latency.p50_ms / student_latency.p50_ms
+    return metrics
 
 
-def write_report(run_dir: Path, cfg: RunConfig, arch: DerivedArchitecture, metrics: dict[str, float],
-                 knowledge: TeacherKnowledge, history: list[dict]) -> Path:  # fmt: skip
-    recipe: AdaBertRecipeConfig = cfg.recipe
-    draw_cell(arch, recipe.num_nodes, run_dir / "cell.png")
-    plot_search(history, knowledge.probe_dev_acc, run_dir / "search.png")
-
-    def cell(key: str, fmt: str) -> str:
-        return format(metrics[key], fmt) if key in metrics else "—"
-
-    lines = [
-        f"# AdaBERT on {cfg.task.name}",
-        "",
-        f"Search: {recipe.search_epochs} epochs, γ = {recipe.gamma}, β = {recipe.beta}, T = {recipe.temperature}, "
-        f"τ {recipe.tau_start} → {recipe.tau_end}; retrain: {recipe.retrain_epochs} epochs"
-        f"{' from the searched weights' if recipe.inherit_weights else ''}.",
-        "",
-        "| model | params (M) | GFLOPs/seq@128 | latency p50 (ms) | dev acc | test acc |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| teacher | {metrics['teacher/params'] / 1e6:.2f} | — | {cell('teacher/latency/p50_ms', '.2f')} | "
-        f"{cell('teacher/val/acc', '.4f')} | {cell('teacher/test/acc', '.4f')} |",
-        f"| AdaBERT (K = {arch.num_cells}) | {metrics['params'] / 1e6:.2f} | {metrics['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{cell('latency/p50_ms', '.2f')} | {cell('val/acc', '.4f')} | {cell('test/acc', '.4f')} |",
-        "",
-        f"{metrics['compression']:.1f}× smaller"
-        + (f", {metrics['speedup']:.1f}× faster (p50, bs1 × {cfg.latency.seq_len}, this device)" if "speedup" in metrics
-           else "")
-        + " than the teacher.",
-        "",
-        "## Derived cell",
-        "",
-        "```",
-        arch.describe(recipe.num_nodes),
-        "```",
-        "",
-        "![cell](cell.png)",
-        "",
-        "## Search trajectory and the teacher's layer probes",
-        "",
-        "![search](search.png)",
-        "",
-        "Op counts in the cell: " + ", ".join(f"{o} {arch.genotype.count(o)}" for o in OP_NAMES if o in arch.genotype),
-        "",
-    ]  # fmt: skip
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    (run_dir / "architecture.json").write_text(json.dumps(
-        {"num_cells": arch.num_cells, "genotype": arch.genotype, "history": history}, indent=1))  # fmt: skip
-    return path
+def report_settings(cfg: RunConfig) -> AdaBertSettings:
+    """What report.md states about this run, from its config."""
+    r: AdaBertRecipeConfig = cfg.recipe
+    return AdaBertSettings(
+        task=cfg.task.name, search_epochs=r.search_epochs, retrain_epochs=r.retrain_epochs, gamma=r.gamma,
+        beta=r.beta, temperature=r.temperature, tau_start=r.tau_start, tau_end=r.tau_end,
+        inherit_weights=r.inherit_weights, num_nodes=r.num_nodes, latency_seq_len=cfg.latency.seq_len,
+    )  # fmt: skip

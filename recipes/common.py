@@ -37,6 +37,9 @@ def build_logger(logger_cfg: dict | None, run_dir: str) -> Logger | bool:
 
     W&B falls back to offline mode (runs saved under ``<run_dir>/wandb``, upload later with
     ``wandb sync``) when no API key is configured, instead of prompting or failing mid-run.
+
+    Returns:
+        The logger, or False (Lightning's "no logger") when ``logger_cfg`` is empty.
     """
     if not logger_cfg:
         return False
@@ -57,7 +60,11 @@ def build_logger(logger_cfg: dict | None, run_dir: str) -> Logger | bool:
 def build_trainer(
     cfg: TrainerConfig, run_dir: str, logger: Logger | bool, callbacks: list, **overrides: Any
 ) -> L.Trainer:
-    """A Lightning Trainer from the trainer config; ``overrides`` are what the recipe decides (e.g. max_steps)."""
+    """A Lightning Trainer from the trainer config; ``overrides`` are what the recipe decides (e.g. max_steps).
+
+    Raises:
+        RuntimeError: the configured accelerator (CUDA, MPS) is not available on this machine.
+    """
     if cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RuntimeError(
             "trainer.accelerator=gpu but torch sees no CUDA device; use trainer=cpu on this machine"
@@ -70,7 +77,13 @@ def build_trainer(
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, float]) -> dict[str, float]:
-    """Write ``metrics.json`` (flat name -> number) atomically and return the same dict (DESIGN.md contract)."""
+    """Write ``metrics.json`` (flat name -> number) atomically and return the same dict (DESIGN.md contract).
+
+    Non-finite values are written as NaN.
+
+    Raises:
+        TypeError: a metric that is not a number (or a one-element tensor).
+    """
     flat = {}
     for name, value in metrics.items():
         value = value.item() if isinstance(value, torch.Tensor) else value

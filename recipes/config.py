@@ -94,7 +94,12 @@ class RunConfig:
 
 
 def register_configs(recipe_schemas: dict[str, type]) -> None:
-    """Store the schemas where the YAML defaults lists find them (called once by run.py and the tests)."""
+    """Store the schemas where the YAML defaults lists find them (run.py calls it before Hydra composes).
+
+    Args:
+        recipe_schemas: recipe name -> its config dataclass, stored as ``recipe/<name>_schema`` (what
+            conf/recipe/<name>.yaml's defaults list names). Every other group's schema is stored too.
+    """
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="student", name="student_schema", node=StudentSpec)

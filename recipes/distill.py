@@ -33,19 +33,12 @@ from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
 from modules.losses import LAYER_MAPS, layer_map
 from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
-from modules.teacher import load_teacher
+from modules.teacher import Teacher, load_teacher
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 
 log = logging.getLogger(__name__)
-
-# Expected here, and misleading: the teacher and frozen blocks are in eval mode on purpose, and the
-# step sampler does resume mid-epoch exactly (tests/test_distill.py), which Lightning cannot see.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings(
-    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
-)
 
 BUDGETS = ("flash", "regular")
 
@@ -160,6 +153,14 @@ _NOT_TRAINING = (
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Distil ``cfg.student`` (``cfg.recipe``: a DistillConfig) from ``cfg.teacher`` for the step budget.
+
+    Returns:
+        metrics.json's flat dict (every ``val/*`` term, sizes, steps, wall time, cache counters, latency);
+        ranks other than 0 return it unwritten.
+    Raises:
+        ValueError: an inconsistent config (``check_compatible``).
+    """
     recipe: DistillConfig = cfg.recipe
     check_compatible(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -176,14 +177,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
 
     # Student: embeddings copied from the teacher, resampled to the student's width.
-    hf_config = cfg.student.to_hf_config(
-        vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
-    )
-    student = StudentForPreTraining(hf_config)
-    if cfg.student.init_embeddings_from_teacher:
-        init_embeddings_from_teacher(
-            student.student, teacher.embedding_weights(), cfg.student.embedding_resample
-        )
+    student = build_student(cfg, teacher)
     config = student.config
 
     # Which teacher layer each block learns from, and the stage schedule.
@@ -194,49 +188,11 @@ def run(cfg: RunConfig) -> dict[str, float]:
         config.name, num_parameters(config) / 1e6, teacher_layers, recipe.total_steps, schedule[0].steps, schedule[-1].steps,
     )  # fmt: skip
 
-    # Callbacks: progressive freezing, a resumable last.ckpt, a progress bar.
-    checkpoint_dir = run_dir / "checkpoints"
-    callbacks = [
-        ProgressiveTransfer(),
-        # Only last.ckpt: distillation has no validation metric worth ranking checkpoints by mid-run.
-        ModelCheckpoint(
-            dirpath=checkpoint_dir,
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=recipe.checkpoint_every_n_steps,
-        ),
-    ]
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
-    trainer = build_trainer(
-        cfg.trainer,
-        str(run_dir),
-        build_logger(cfg.logger, str(run_dir)),
-        callbacks,
-        max_steps=recipe.total_steps,
-        val_check_interval=recipe.val_every_n_steps or None,
-        check_val_every_n_epoch=None if recipe.val_every_n_steps else cfg.trainer.check_val_every_n_epoch,
-        use_distributed_sampler=False,  # the data module shards each step's batch by rank itself
-        # Progressive stages leave every other block (and the heads) without gradients: plain DDP treats
-        # that as an error, so let its reducer mark unused parameters as ready.
-        strategy="ddp_find_unused_parameters_true" if cfg.trainer.strategy == "ddp" else cfg.trainer.strategy,
-    )
+    # Callbacks (progressive freezing, a resumable last.ckpt, a progress bar) and the Trainer.
+    trainer = build_distill_trainer(cfg, run_dir)
 
-    # Teacher-output cache, shared by every student trained on the same teacher + data + masking +
-    # batch layout (none of which depend on the student); built here because the world size is known now.
-    cache = None
-    if recipe.teacher_cache.mode != "disabled":
-        d = cfg.data
-        layout = {
-            "mask": [d.mlm_probability, d.mask_token_prob, d.random_token_prob], "seed": d.seed,
-            "batch": [d.batch_size, d.eval_batch_size], "world": trainer.world_size, "precision": cfg.trainer.precision,
-            "mlm_head": teacher.has_mlm_head, "topk": recipe.mlm_kd_topk, "dtype": recipe.teacher_cache.dtype,
-        }  # fmt: skip
-        layout_hash = hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
-        cache = TeacherCache(
-            recipe.teacher_cache, f"{teacher_fingerprint(teacher)}-{data.cache_key()}-{layout_hash}"
-        )
-
+    # The loss mix, with the teacher-output cache (built now: its key needs the world size).
+    cache = build_teacher_cache(cfg, teacher, data, trainer.world_size)
     module = DistillationModule(
         student=student,
         teacher=teacher,
@@ -250,24 +206,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         mlm_kd_topk=recipe.mlm_kd_topk,
         config_hash=config_hash(cfg),
     )
-
-    last = checkpoint_dir / "last.ckpt"
-    resume_from = str(last) if recipe.resume and last.exists() else None
-    start_metrics = {}
-    if resume_from:
-        log.info("resuming from %s", resume_from)
-    elif recipe.validate_before_training:
-        trainer.validate(module, datamodule=data, verbose=False)
-        start_metrics = {
-            k.replace("val/", "val_start/"): float(v)
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("val/")
-        }
-    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-    # Validate the final student unless fit just did (a run resumed at its last step trains nothing).
-    validated_at_end = recipe.val_every_n_steps and trainer.global_step % recipe.val_every_n_steps == 0
-    if not validated_at_end or "val/loss" not in trainer.callback_metrics:
-        trainer.validate(module, datamodule=data, verbose=False)
+    start_metrics = fit(trainer, module, data, recipe, run_dir / "checkpoints" / "last.ckpt")
 
     # Results: every validation term, sizes, wall time; the student in HF format (rank 0 writes).
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -295,20 +234,117 @@ def run(cfg: RunConfig) -> dict[str, float]:
     return write_metrics(run_dir, metrics)
 
 
+def build_student(cfg: RunConfig, teacher: Teacher) -> StudentForPreTraining:
+    """The student of ``cfg.student`` on the teacher's vocabulary, its embeddings initialised from the
+    teacher's (resampled to its width) unless ``student.init_embeddings_from_teacher`` is off."""
+    hf_config = cfg.student.to_hf_config(
+        vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
+    )
+    student = StudentForPreTraining(hf_config)
+    if cfg.student.init_embeddings_from_teacher:
+        init_embeddings_from_teacher(
+            student.student, teacher.embedding_weights(), cfg.student.embedding_resample
+        )
+    return student
+
+
+def build_distill_trainer(cfg: RunConfig, run_dir: Path) -> L.Trainer:
+    """The Trainer with this recipe's callbacks and step budget (``trainer.max_steps`` is the recipe's)."""
+    recipe: DistillConfig = cfg.recipe
+    callbacks = [
+        ProgressiveTransfer(),
+        # Only last.ckpt: distillation has no validation metric worth ranking checkpoints by mid-run.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=recipe.checkpoint_every_n_steps,
+        ),
+    ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    return build_trainer(
+        cfg.trainer,
+        str(run_dir),
+        build_logger(cfg.logger, str(run_dir)),
+        callbacks,
+        max_steps=recipe.total_steps,
+        val_check_interval=recipe.val_every_n_steps or None,
+        check_val_every_n_epoch=None if recipe.val_every_n_steps else cfg.trainer.check_val_every_n_epoch,
+        use_distributed_sampler=False,  # the data module shards each step's batch by rank itself
+        # Progressive stages leave every other block (and the heads) without gradients: plain DDP treats
+        # that as an error, so let its reducer mark unused parameters as ready.
+        strategy="ddp_find_unused_parameters_true" if cfg.trainer.strategy == "ddp" else cfg.trainer.strategy,
+    )
+
+
+def build_teacher_cache(
+    cfg: RunConfig, teacher: Teacher, data: PretrainingDataModule, world_size: int
+) -> TeacherCache | None:
+    """The teacher-output cache (None when ``recipe.teacher_cache.mode`` is disabled).
+
+    Shared by every student trained on the same teacher + data + masking + batch layout, none of which
+    depend on the student; the batch layout depends on the world size, hence the argument.
+    """
+    recipe: DistillConfig = cfg.recipe
+    if recipe.teacher_cache.mode == "disabled":
+        return None
+    d = cfg.data
+    layout = {
+        "mask": [d.mlm_probability, d.mask_token_prob, d.random_token_prob], "seed": d.seed,
+        "batch": [d.batch_size, d.eval_batch_size], "world": world_size, "precision": cfg.trainer.precision,
+        "mlm_head": teacher.has_mlm_head, "topk": recipe.mlm_kd_topk, "dtype": recipe.teacher_cache.dtype,
+    }  # fmt: skip
+    layout_hash = hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+    return TeacherCache(
+        recipe.teacher_cache, f"{teacher_fingerprint(teacher)}-{data.cache_key()}-{layout_hash}"
+    )
+
+
+def fit(
+    trainer: L.Trainer,
+    module: DistillationModule,
+    data: PretrainingDataModule,
+    recipe: DistillConfig,
+    last: Path,
+) -> dict[str, float]:
+    """Train (resuming from ``last`` when it exists and ``recipe.resume``), then validate the final student.
+
+    Returns:
+        ``val_start/*``: the fresh student's validation terms when ``recipe.validate_before_training``
+        (and the run did not resume), else nothing.
+    """
+    resume_from = str(last) if recipe.resume and last.exists() else None
+    start_metrics = {}
+    with warnings.catch_warnings():
+        # Expected here, and misleading: the teacher and frozen blocks are in eval mode on purpose, and the
+        # step sampler does resume mid-epoch exactly (tests/test_distill.py), which Lightning cannot see.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings(
+            "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+        )
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        elif recipe.validate_before_training:
+            trainer.validate(module, datamodule=data, verbose=False)
+            start_metrics = {
+                k.replace("val/", "val_start/"): float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("val/")
+            }
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        # Validate the final student unless fit just did (a run resumed at its last step trains nothing).
+        validated_at_end = recipe.val_every_n_steps and trainer.global_step % recipe.val_every_n_steps == 0
+        if not validated_at_end or "val/loss" not in trainer.callback_metrics:
+            trainer.validate(module, datamodule=data, verbose=False)
+    return start_metrics
+
+
 def _print_summary(name: str, metrics: dict[str, float], run_dir: Path, saved_student: bool) -> None:
     table = Table(title=f"{name}: {metrics['steps']:.0f} steps in {metrics['wall_time_s']:.0f} s")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in (
-        "val/mlm_acc",
-        "val/nsp_acc",
-        "val/loss",
-        "val/mha",
-        "val/fm",
-        "val/mlm",
-        "val/mlm_kd",
-        "val/nsp",
-    ):
+    for key in ("val/mlm_acc", "val/nsp_acc", "val/loss", "val/mha", "val/fm", "val/mlm", "val/mlm_kd", "val/nsp"):  # fmt: skip
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.4f}")
     table.add_row("params", f"{metrics['params'] / 1e6:.2f}M")

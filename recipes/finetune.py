@@ -14,12 +14,13 @@ optional task-KD teacher (fine-tuned on the task, frozen) -> LightningModule (mo
 or MSE; modules/qa.py: span CE, post-processing to answer text; (1-γ)·CE + γ·KD with KD) -> Trainer,
 validation every epoch, the best-dev model saved in HF format under <run dir>/model -> classification:
 test metrics where the test split has labels, test predictions in GLUE's submission format; SQuAD: the
-best-dev answers -> metrics.json. A multirun's best-dev table: recipes/finetune_table.py.
+best-dev answers -> metrics.json. A multirun's best-dev table: reports/finetune_table.py.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -42,7 +43,9 @@ from transformers import (
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import is_local_path, resolve_path
+from core.files import write_text_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
 from modules.finetuning import FinetuneModule, metric_names
 from modules.qa import QAModule
@@ -100,7 +103,11 @@ class FinetuneConfig:
 
 
 def model_path(cfg: RunConfig) -> str:
-    """The model to fine-tune, as transformers wants it: a local path or a hub id."""
+    """The model to fine-tune, as transformers wants it: a local path or a hub id.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+    """
     name = cfg.teacher.name_or_path if cfg.recipe.model == "teacher" else cfg.recipe.model
     if is_local_path(name) or name.startswith((".", "/", "~")):
         path = resolve_path(name)
@@ -121,6 +128,13 @@ class TaskSetup:
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Fine-tune ``recipe.model`` on ``cfg.task`` (``cfg.recipe``: a FinetuneConfig); steps: module docstring.
+
+    Returns:
+        metrics.json's flat dict: best dev ``val/*``, ``test/*`` where labelled, params, steps, latency.
+    Raises:
+        ValueError / FileNotFoundError: see ``preflight`` and ``model_path``; trainer.max_steps set.
+    """
     recipe: FinetuneConfig = cfg.recipe
     if cfg.trainer.max_steps != -1:
         raise ValueError("trainer.max_steps is set by the recipe; use recipe.max_steps / recipe.epochs")
@@ -166,9 +180,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
                 run_dir / "predictions" / f"{cfg.task.name}_dev.json", module.best_predictions
             )
     elif "test" in data.split_sizes and recipe.save_model and model_dir.exists():
-        metrics.update(
-            evaluate_test_split(trainer, module, data, model_dir, run_dir / "predictions", cfg.task)
-        )
+        metrics.update(evaluate_test_split(trainer, module, data, cfg))
     if trainer.is_global_zero and recipe.measure_latency:
         metrics.update(measure_latency(model, cfg.latency).as_metrics())
     metrics["wall_time_s"] = time.perf_counter() - started
@@ -178,7 +190,12 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
 def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
     """What would otherwise fail after the data is tokenised or the model trained: sequence lengths the model
-    cannot embed, a task-KD teacher that is missing or has no head for the task, QA's partial validation."""
+    cannot embed, a task-KD teacher that is missing or has no head for the task, QA's partial validation.
+
+    Raises:
+        ValueError: lengths the model cannot embed, a teacher without the task's head, partial QA validation.
+        FileNotFoundError: ``recipe.task_kd.teacher`` holds no saved model.
+    """
     recipe: FinetuneConfig = cfg.recipe
     positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
     if positions is not None and cfg.task.max_seq_len > positions:
@@ -209,7 +226,11 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
 
 def require_head(path: Path, head: str, field: str, task_name: str) -> None:
     """A saved model fine-tuned with ``head`` (e.g. "ForSequenceClassification"): without the task's head,
-    ``from_pretrained`` would silently add a random one."""
+    ``from_pretrained`` would silently add a random one.
+
+    Raises:
+        ValueError: ``path``'s config.json names no architecture ending in ``head``.
+    """
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     if not any(a.endswith(head) for a in architectures):
         raise ValueError(
@@ -222,7 +243,11 @@ def require_head(path: Path, head: str, field: str, task_name: str) -> None:
 def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
     """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
 
-    It must read the student's token ids (the same vocabulary)."""
+    It must read the student's token ids (the same vocabulary).
+
+    Raises:
+        ValueError: the teacher's vocabulary is smaller than the student's tokenizer.
+    """
     if not cfg.recipe.task_kd.teacher:
         return None
     teacher = auto_class.from_pretrained(str(resolve_path(cfg.recipe.task_kd.teacher)))
@@ -235,6 +260,11 @@ def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedToken
 
 
 def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    """Classification data, the model with a classifier head of the task's labels, its FinetuneModule.
+
+    Raises:
+        ValueError: a task-KD teacher with another label count than the task's.
+    """
     recipe: FinetuneConfig = cfg.recipe
     data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
@@ -263,6 +293,7 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
 
 
 def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:
+    """SQuAD-style data (windows over long contexts), the model with a span head, its QAModule."""
     recipe: FinetuneConfig = cfg.recipe
     data = SquadDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
@@ -281,26 +312,14 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
     return TaskSetup(data, model, module, len(data.examples["train"]))
 
 
-# GLUE's submission files: task -> (test split -> file stem, whether labels are written as names). The
-# leaderboard reads 0/1 for CoLA, SST-2, MRPC, QQP and WNLI, label names for MNLI, QNLI and RTE, and
-# floats for STS-B. Local tasks write their own label names into <task.name>.tsv.
-GLUE_SUBMISSION: dict[str, tuple[dict[str, str], bool]] = {
-    "cola": ({"test": "CoLA"}, False),
-    "sst2": ({"test": "SST-2"}, False),
-    "mrpc": ({"test": "MRPC"}, False),
-    "stsb": ({"test": "STS-B"}, False),
-    "qqp": ({"test": "QQP"}, False),
-    "mnli": ({"test": "MNLI-m", "test_mismatched": "MNLI-mm"}, True),
-    "qnli": ({"test": "QNLI"}, True),
-    "rte": ({"test": "RTE"}, True),
-    "wnli": ({"test": "WNLI"}, False),
-}
-
-
 def submission_files(task: TaskDataConfig, test_splits: list[str]) -> dict[str, str]:
-    """Test split -> prediction file name: GLUE's (``CoLA.tsv``, ``MNLI-mm.tsv``) or ``<task.name>.tsv``."""
+    """Test split -> prediction file name: GLUE's (``CoLA.tsv``, ``MNLI-mm.tsv``) or ``<task.name>.tsv``.
+
+    GLUE's leaderboard reads 0/1 for CoLA, SST-2, MRPC, QQP and WNLI, label names for MNLI, QNLI and RTE, and
+    floats for STS-B (datamodules.glue.GLUE_TASKS); local tasks write their own label names.
+    """
     if task.source == "glue":
-        files, _ = GLUE_SUBMISSION[str(task.glue_task)]
+        files = GLUE_TASKS[str(task.glue_task)].submission_files
         return {split: f"{files[split]}.tsv" for split in test_splits if split in files}
     return {
         split: f"{task.name}.tsv" if split == "test" else f"{task.name}_{split}.tsv" for split in test_splits
@@ -308,21 +327,23 @@ def submission_files(task: TaskDataConfig, test_splits: list[str]) -> dict[str, 
 
 
 def evaluate_test_split(
-    trainer: L.Trainer,
-    module: FinetuneModule,
-    data: ClassificationDataModule,
-    model_dir: Path,
-    predictions_dir: Path,
-    task: TaskDataConfig,
+    trainer: L.Trainer, module: FinetuneModule, data: ClassificationDataModule, cfg: RunConfig
 ) -> dict[str, float]:
-    """The best-dev model on the test split(s): metrics where the test split has gold labels, and predictions
-    in the submission format (GLUE's test labels are hidden)."""
-    module.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    """The best-dev model (``<run dir>/model``) on the test split(s): metrics where the test split has gold
+    labels, and predictions in the submission format under ``<run dir>/predictions`` (GLUE's test labels
+    are hidden).
+
+    Returns:
+        ``test/*`` metrics, or nothing when the test split is unlabelled.
+    """
+    task: TaskDataConfig = cfg.task
+    predictions_dir = Path(cfg.run_dir) / "predictions"
+    module.model = AutoModelForSequenceClassification.from_pretrained(Path(cfg.run_dir) / "model")
     metrics = {}
     if data.test_labelled:
         trainer.test(module, datamodule=data, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    as_names = GLUE_SUBMISSION[str(task.glue_task)][1] if task.source == "glue" else True
+    as_names = GLUE_TASKS[str(task.glue_task)].labels_as_names if task.source == "glue" else True
     for split, name in submission_files(task, data.test_splits).items():
         outputs = gather_outputs(trainer, trainer.predict(module, dataloaders=data.eval_dataloader(split)))
         if trainer.is_global_zero:
@@ -344,13 +365,11 @@ def gather_outputs(
 def write_predictions(path: Path, outputs: list[dict[str, torch.Tensor]], label_names: list[str]) -> None:
     """GLUE's submission format: ``index<TAB>prediction``; a label name (given ``label_names``), a label id,
     or a float for regression."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     index = torch.cat([o["index"] for o in outputs]).tolist()
     preds = torch.cat([o["prediction"] for o in outputs]).tolist()
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["index", "prediction"])
-        for i, p in sorted(zip(index, preds)):
-            writer.writerow(
-                [i, f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)]
-            )
+    text = io.StringIO(newline="")  # the csv module ends lines itself (\r\n)
+    writer = csv.writer(text, delimiter="\t")
+    writer.writerow(["index", "prediction"])
+    for i, p in sorted(zip(index, preds)):
+        writer.writerow([i, f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)])
+    write_text_atomic(path, text.getvalue())  # creates the folder

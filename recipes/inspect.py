@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,8 +23,14 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.pretraining import PretrainingDataModule
-from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
-from modules.teacher import load_teacher
+from modules.student import (
+    StudentConfig,
+    StudentForPreTraining,
+    flops,
+    init_embeddings_from_teacher,
+    num_parameters,
+)
+from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
 
@@ -43,13 +50,55 @@ class InspectConfig:
             raise ValueError(f"recipe.num_batches must be >= 1, got {self.num_batches}")
 
 
-def _timed_forward(fn, batch: dict) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = fn(batch)
-    return out, (time.perf_counter() - start) * 1000.0
+@dataclass
+class ForwardStats:
+    """Teacher and fresh student over the held-out batches: encoder time, MLM/NSP hits, last outputs."""
+
+    teacher_ms: float = 0.0  # encoder forward time summed over the batches
+    student_ms: float = 0.0
+    mlm_hits: int = 0
+    mlm_total: int = 0
+    nsp_hits: int = 0
+    nsp_total: int = 0
+    teacher_out: Any = None  # the last batch's outputs: their shapes go into the printed report
+    student_encoder_out: Any = None
+
+
+def forward_both(teacher: Teacher, student: StudentForPreTraining, batches: list[dict]) -> ForwardStats:
+    """Forward both on the same batches: shapes must line up for layer-wise distillation.
+
+    Timings are encoder against encoder with the attention maps both return in distillation, after one
+    warm-up pass each (the first call pays for allocator and kernel set-up); heads are left out of them.
+    """
+    stats = ForwardStats()
+    maps = {"output_hidden_states": True, "output_attentions": True}
+    with torch.no_grad():
+        warm = {k: batches[0][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        teacher(**warm), student.student(**warm, **maps)
+        for batch in batches:
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            start = time.perf_counter()
+            stats.teacher_out = teacher(**inputs)
+            stats.teacher_ms += (time.perf_counter() - start) * 1000.0
+            start = time.perf_counter()
+            student.student(**inputs, **maps)
+            stats.student_ms += (time.perf_counter() - start) * 1000.0
+            s_out = student(**inputs, **maps)
+            stats.student_encoder_out = s_out.encoder
+            masked = batch["labels"] != -100
+            stats.mlm_hits += (s_out.mlm_logits.argmax(-1)[masked] == batch["labels"][masked]).sum().item()
+            stats.mlm_total += masked.sum().item()
+            stats.nsp_hits += (s_out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+            stats.nsp_total += len(batch["next_sentence_label"])
+    return stats
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Build teacher and student, forward both on held-out batches, save the initialised student.
+
+    Returns:
+        metrics.json's flat dict: sizes, FLOPs, forward times, the fresh student's MLM/NSP accuracy.
+    """
     recipe: InspectConfig = cfg.recipe
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
@@ -73,46 +122,28 @@ def run(cfg: RunConfig) -> dict[str, float]:
             student.student, teacher.embedding_weights(), cfg.student.embedding_resample
         )
 
-    # Forward both on the same batches: shapes must line up for layer-wise distillation. Timings are
-    # encoder against encoder with the attention maps both return in distillation, after one warm-up
-    # pass each (the first call pays for allocator and kernel set-up); heads are left out of them.
-    teacher_ms, student_ms, mlm_hits, mlm_total, nsp_hits, nsp_total = 0.0, 0.0, 0, 0, 0, 0
-    maps = {"output_hidden_states": True, "output_attentions": True}
-    with torch.no_grad():
-        warm = {k: batches[0][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        teacher(**warm), student.student(**warm, **maps)
-        for batch in batches:
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-            t_out, ms = _timed_forward(lambda b: teacher(**b), inputs)
-            teacher_ms += ms
-            _, ms = _timed_forward(lambda b: student.student(**b, **maps), inputs)
-            student_ms += ms
-            s_out = student(**inputs, **maps)
-            masked = batch["labels"] != -100
-            mlm_hits += (s_out.mlm_logits.argmax(-1)[masked] == batch["labels"][masked]).sum().item()
-            mlm_total += masked.sum().item()
-            nsp_hits += (s_out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
-            nsp_total += len(batch["next_sentence_label"])
+    # Forward both on the same batches (shapes must line up for layer-wise distillation), timed.
+    stats = forward_both(teacher, student, batches)
     seq_len = batches[0]["input_ids"].shape[1]
 
     metrics = {
         "teacher/params": sum(p.numel() for p in teacher.encoder.parameters()),
         "teacher/layers": teacher.num_layers,
         "teacher/hidden_size": teacher.hidden_size,
-        "teacher/forward_ms_per_batch": teacher_ms / len(batches),
+        "teacher/forward_ms_per_batch": stats.teacher_ms / len(batches),
         "student/params": num_parameters(config),
         "student/params_with_pretraining_heads": num_parameters(config, "pretraining"),
         "student/blocks": config.num_blocks,
         "student/flops_per_seq@128": flops(config, seq_len=128),
-        "student/forward_ms_per_batch": student_ms / len(batches),
-        "student/init_mlm_acc": mlm_hits / max(mlm_total, 1),
-        "student/init_nsp_acc": nsp_hits / max(nsp_total, 1),
+        "student/forward_ms_per_batch": stats.student_ms / len(batches),
+        "student/init_mlm_acc": stats.mlm_hits / max(stats.mlm_total, 1),
+        "student/init_nsp_acc": stats.nsp_hits / max(stats.nsp_total, 1),
         "data/train_examples": len(data.train_data),
         "data/val_examples": len(data.val_data),
         "data/batch_seq_len": seq_len,
     }
     metrics["student/compression"] = metrics["teacher/params"] / metrics["student/params"]
-    _print_report(teacher, config, t_out, s_out.encoder, metrics)
+    _print_report(teacher, config, stats, metrics)
 
     if recipe.save_student:
         student.save_pretrained(run_dir / "student")
@@ -124,7 +155,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     return write_metrics(run_dir, metrics)
 
 
-def _print_report(teacher, config, t_out, s_enc, metrics: dict) -> None:
+def _print_report(teacher: Teacher, config: StudentConfig, stats: ForwardStats, metrics: dict) -> None:
+    t_out, s_enc = stats.teacher_out, stats.student_encoder_out
     table = Table(title="teacher vs student (one held-out batch)")
     for col in ("", "teacher", "student"):
         table.add_column(col)

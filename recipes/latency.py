@@ -15,24 +15,23 @@ correlations of params and FLOPs against measured latency (AutoDistill §3.4, Ta
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from rich.progress import Progress
+from scipy import stats
 
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from callbacks.latency import measure_latency  # noqa: E402
-from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters  # noqa: E402
-from recipes.common import write_metrics  # noqa: E402
-from recipes.config import RunConfig  # noqa: E402
-from search.space import TABLE1  # noqa: E402  (AutoDistill Table 1: 576 blocks)
+from callbacks.latency import measure_latency
+from core.files import write_text_atomic
+from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters
+from recipes.common import write_metrics
+from recipes.config import RunConfig
+from reports.latency import plot_latency_vs_params
+from search.space import TABLE1  # AutoDistill Table 1: 576 blocks
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class LatencyRecipeConfig:
 
 
 def table1_blocks(sample: int | None, seed: int) -> list[BlockSpec]:
+    """Table 1's 576 blocks, or ``sample`` of them drawn with ``seed``."""
     blocks = [BlockSpec(*values) for values in itertools.product(*TABLE1.values())]
     if sample is None or sample >= len(blocks):
         return blocks
@@ -68,6 +68,11 @@ def table1_blocks(sample: int | None, seed: int) -> list[BlockSpec]:
 
 
 def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
+    """The student configs ``recipe.space`` names, on the configured vocabulary (default: MiniLM's 30522).
+
+    Raises:
+        ValueError: a malformed model name in ``recipe.models``.
+    """
     recipe: LatencyRecipeConfig = cfg.recipe
     spec = cfg.student
     vocab = spec.vocab_size or 30522  # the offline teacher's WordPiece vocabulary
@@ -98,32 +103,13 @@ def rank_correlations(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def plot(rows: list[dict], correlations: dict[str, float], device: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 5))
-    points = ax.scatter(
-        [r["params"] / 1e6 for r in rows],
-        [r["p50_ms"] for r in rows],
-        c=[r["flops"] / 1e9 for r in rows],
-        cmap="viridis",
-        s=28,
-    )
-    fig.colorbar(points, ax=ax, label="GFLOPs / sequence")
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("measured p50 latency (ms)")
-    title = f"{len(rows)} students on {device}"
-    if "spearman/params_vs_latency" in correlations:
-        title += (
-            f"\nSpearman: params {correlations['spearman/params_vs_latency']:.2f}, "
-            f"FLOPs {correlations['spearman/flops_vs_latency']:.2f}"
-        )
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run(cfg: RunConfig) -> dict[str, float]:
+    """Measure every config of ``recipe.space``; write latency.csv, latency_vs_params.png, metrics.json.
+
+    Returns:
+        metrics.json's flat dict: the rank correlations, counts of noisy/contended measurements, and for a
+        single config its latency, params and FLOPs.
+    """
     run_dir = Path(cfg.run_dir)
     configs = configs_to_measure(cfg)
     measure = cfg.latency
@@ -143,13 +129,14 @@ def run(cfg: RunConfig) -> dict[str, float]:
             )  # fmt: skip
             progress.advance(task)
 
-    with open(run_dir / "latency.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")  # the csv module ends lines itself (\r\n)
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / "latency.csv", table.getvalue())
     correlations = rank_correlations(rows)
     device = result.device
-    plot(rows, correlations, device, run_dir / "latency_vs_params.png")
+    plot_latency_vs_params(rows, correlations, device, run_dir / "latency_vs_params.png")
     log.info("measured %d students on %s: %s", len(rows), device, run_dir / "latency.csv")
 
     metrics = {**correlations, "noisy": float(sum(r["noisy"] for r in rows)),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from recipes.adabert_table import AdaBertTableCallback, main, op_mix, write_table
+from reports.adabert_table import AdaBertTableCallback, main, op_mix, write_table
 from tests.test_finetune_table import fake_job as fake_finetune_job
 
 TEACHER = "/runs/finetune/model"

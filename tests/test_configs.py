@@ -118,7 +118,7 @@ def test_every_option_composes_and_converts(
     assert rc.run_dir == str(tmp_path)
     for field, schema in TYPED_GROUPS.items():
         assert isinstance(getattr(rc, field), schema), field
-    recipe_module, recipe_schema = run.RECIPES[rc.recipe.name]
+    recipe_schema = run.RECIPES[rc.recipe.name].load_schema()
     assert isinstance(rc.recipe, recipe_schema)
     assert isinstance(rc.logger, dict) and "_target_" in rc.logger
     # The student's blocks are typed too (BlockSpec checks ran), not left as dicts.
@@ -215,7 +215,8 @@ def test_every_recipe_has_a_config_and_every_config_a_recipe() -> None:
 
 @pytest.mark.parametrize("name", sorted(run.RECIPES))
 def test_recipe_table_entry(compose_run: Compose, tmp_path: Path, name: str) -> None:
-    module, schema = run.RECIPES[name]
+    entry = run.RECIPES[name]
+    module, schema = entry.load_module(), entry.load_schema()
     assert callable(getattr(module, "run", None)), f"{module.__name__} has no run()"
     assert len(inspect.signature(module.run).parameters) == 1  # run(cfg) -> metrics
     assert dataclasses.is_dataclass(schema)
@@ -377,8 +378,8 @@ def test_composed_logger_binds_with_what_build_logger_adds(
 
 _TRAINING_RECIPES = sorted(
     name
-    for name, (_, schema) in run.RECIPES.items()
-    if "optimizer" in {f.name for f in dataclasses.fields(schema)}
+    for name, entry in run.RECIPES.items()
+    if "optimizer" in {f.name for f in dataclasses.fields(entry.load_schema())}
 )
 
 
@@ -441,3 +442,25 @@ def test_bad_values_fail_at_conversion_naming_the_field(
 def test_misspelt_keys_and_wrong_types_fail_at_composition(compose_run: Compose, override: str) -> None:
     with pytest.raises((ConfigCompositionException, OmegaConfBaseException)):
         compose_run(override)
+
+
+# ------------------------------------------------------------------------- which schemas run.py registers
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"autodistill"}),  # run.yaml's default
+        (["recipe=inspect", "student=per_block"], {"inspect"}),
+        (["-m", "recipe=finetune,adabert", "recipe.seed=1"], {"finetune", "adabert"}),
+        (["--cfg", "job", "recipe=choice(latency,inspect)"], {"latency", "inspect"}),
+        (["experiment=adabert_paper"], {"adabert"}),  # the preset's `override /recipe`
+        (["experiment=autodistill_paper", "recipe=flash_distill"], {"flash_distill"}),  # command line wins
+        (["experiment=null"], {"autodistill"}),
+        (["-m", "recipe=glob(*)"], None),  # cannot tell: every schema
+        (["--config-name", "other"], None),
+        (["recipe=nonexistent"], None),  # Hydra names the missing option
+    ],
+)
+def test_run_py_registers_the_schemas_the_command_line_selects(argv: list[str], expected: set | None) -> None:
+    assert run.recipes_on_command_line(argv) == expected

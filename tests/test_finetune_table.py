@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from recipes.finetune_table import (
-    PAPER_COLUMNS,
-    FinetuneTableCallback,
-    RowKey,
-    build_table,
-    collect,
-    main,
-    row_labels,
-    write_table,
-)
+from reports.finetune_results import PAPER_COLUMNS, RowKey, build_table, collect, row_labels
+from reports.finetune_table import FinetuneTableCallback, main, write_table
 from tests.test_finetune import finetune_overrides
 from tests.test_recipes import ROOT, run_py
 
@@ -214,7 +206,7 @@ def test_cli_merges_sweeps_and_names_the_dir_when_none_is_found(
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "recipes.finetune_table", str(empty)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "reports.finetune_table", str(empty)], cwd=ROOT, capture_output=True, text=True
     )
     assert (
         proc.returncode != 0

@@ -52,6 +52,48 @@ def tiny_overrides(tiny_teacher_dir: Path, corpus: Path, tmp_path: Path) -> list
     ]
 
 
+# Imports run.py's own way (as __main__, argv as given) and reports which project modules got imported.
+_IMPORTED_BY_RUN_PY = """
+import runpy, sys
+sys.argv = ["run.py", *sys.argv[1:]]
+try:
+    runpy.run_path("run.py", run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in sys.modules if m.startswith(("recipes.", "reports."))))
+"""
+
+
+def test_run_py_imports_only_the_selected_recipe() -> None:
+    """Another recipe's imports (and any import-time side effect) never reach this run."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTED_BY_RUN_PY, "recipe=inspect", "--cfg", "job"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = eval(proc.stdout.strip().splitlines()[-1])
+    assert "recipes.inspect" in imported
+    assert not {"recipes.distill", "recipes.latency", "recipes.adabert", "recipes.autodistill"} & set(imported)
+
+
+def test_importing_recipes_and_reports_changes_no_global_state() -> None:
+    """No warnings filter and no matplotlib backend switch at import (they go where they are needed)."""
+    code = """
+import importlib, pkgutil, warnings
+import lightning.pytorch, matplotlib, scipy.stats, transformers  # third-party filters and pyplot: theirs
+import modules.adabert, modules.student
+import recipes, reports
+before, backend = list(warnings.filters), dict.__getitem__(matplotlib.rcParams, "backend")
+for package in (recipes, reports):
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+print(warnings.filters == before, dict.__getitem__(matplotlib.rcParams, "backend") == backend)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "True"]
+
+
 def test_inspect_recipe_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     proc = run_py("recipe=inspect", *tiny_overrides(tiny_teacher_dir, pairs_corpus, tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,7 +2,7 @@
 
     python run.py -m recipe=adabert recipe.beta=0,4,8 recipe.teacher=<dir>   # the Hydra callback writes
                                                                              # <sweep dir>/adabert_table.*
-    python -m recipes.adabert_table multirun/adabert/<time> [more dirs ...] [--out DIR]
+    python -m reports.adabert_table multirun/adabert/<time> [more dirs ...] [--out DIR]
 
 Reads top to bottom: every adabert job dir under the given dirs (``.hydra/config.yaml`` with
 recipe.name=adabert; one without ``metrics.json`` counts as failed) -> one row per job, labelled by what the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +25,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.finetune_table import (
+from core.files import write_text_atomic
+from reports.sweep_table import (
+    SweepTableCli,
     markdown_table,
     natural_key,
     number,
     recipe_jobs,
+    save_figure,
     select,
-    sweep_table_parser,
     write_csv,
 )
 
@@ -55,6 +56,7 @@ class AdaBertJob:
     metrics: dict[str, float]
 
     def get(self, key: str) -> float | None:
+        """The metric ``key``, or None where absent or not finite."""
         value = self.metrics.get(key)
         return value if value is not None and math.isfinite(value) else None
 
@@ -72,7 +74,16 @@ class AdaBertTable:
     png_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class AdaBertSweep:
+    """The adabert jobs under some dirs: the finished ones by task, β and job number, and the failed dirs."""
+
+    jobs: list[AdaBertJob]
+    failed: list[Path]
+
+
 def read_job(job_dir: Path, cfg: DictConfig) -> AdaBertJob:
+    """A finished job from its dir (metrics.json, architecture.json, .hydra/overrides.yaml) and config."""
     overrides = job_dir / ".hydra" / "overrides.yaml"
     arch = job_dir / "architecture.json"
     return AdaBertJob(
@@ -88,10 +99,11 @@ def read_job(job_dir: Path, cfg: DictConfig) -> AdaBertJob:
     )
 
 
-def collect(dirs: Sequence[str | Path]) -> tuple[list[AdaBertJob], list[Path]]:
+def collect(dirs: Sequence[str | Path]) -> AdaBertSweep:
+    """The recipe=adabert jobs under dirs (recursively); other recipes' jobs are skipped."""
     found = recipe_jobs(tuple(Path(d) for d in dirs), "adabert")
-    jobs = [read_job(d, cfg) for d, cfg in found.finished]
-    return sorted(jobs, key=lambda j: (j.task, j.beta, natural_key(j.dir))), found.failed
+    jobs = [read_job(j.dir, j.cfg) for j in found.finished]
+    return AdaBertSweep(sorted(jobs, key=lambda j: (j.task, j.beta, natural_key(j.dir))), found.failed)
 
 
 def row_labels(jobs: Sequence[AdaBertJob]) -> dict[Path, str]:
@@ -124,6 +136,7 @@ def teacher_jobs(jobs: Sequence[AdaBertJob]) -> dict[tuple[str, str], AdaBertJob
 
 
 def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed: Sequence[Path]) -> str:
+    """adabert_table.md: one row per job, then one per teacher, and what the ratios and latencies mean."""
     tasks = sorted({j.task for j in jobs})
     header = ["Model"] + (["Task"] if len(tasks) > 1 else []) + [
         "Cell ops", "K", "Params (M)", "w/o emb. (M)", "× smaller", "MFLOPs/seq", "p50 (ms)", "× faster", "Dev acc", "Test acc"]  # fmt: skip
@@ -160,6 +173,7 @@ def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed:
 
 
 def csv_rows(jobs: Sequence[AdaBertJob], labels: dict[Path, str]) -> list[dict[str, Any]]:
+    """adabert_table.csv: one line per job, every metric."""
     return [
         {
             "label": labels[j.dir],
@@ -177,13 +191,12 @@ def csv_rows(jobs: Sequence[AdaBertJob], labels: dict[Path, str]) -> list[dict[s
 def plot(jobs: Sequence[AdaBertJob], labels: dict[Path, str], path: Path) -> None:
     """Dev accuracy against params without the embedding tables (left: what the search sized; the tables
     are alike and would hide it) and against measured latency (right); the teacher as a star."""
-    import matplotlib  # here, not at import: Hydra imports this module in every job for the callback
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # here, not at import: Hydra imports this module in every job for the callback
+    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     for ax, key, teacher_key, xlabel, scale in (
         (
             axes[0],
@@ -216,13 +229,20 @@ def plot(jobs: Sequence[AdaBertJob], labels: dict[Path, str], path: Path) -> Non
     if handles:
         axes[0].legend(handles[:1], names[:1], fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def write_table(dirs: Sequence[str | Path], out: str | Path | None = None) -> AdaBertTable:
-    """Write adabert_table.{md,csv,png} into ``out`` (default: the first dir)."""
-    jobs, failed = collect(dirs)
+    """Write adabert_table.{md,csv,png} into ``out`` (default: the first dir).
+
+    Returns:
+        The jobs, their labels, the failed dirs, the markdown and the paths written.
+
+    Raises:
+        ValueError: no finished recipe=adabert job under ``dirs`` (the message names them).
+    """
+    found = collect(dirs)
+    jobs, failed = found.jobs, found.failed
     if not jobs:
         raise ValueError(
             f"no finished recipe=adabert job (a dir with metrics.json and .hydra/config.yaml) under "
@@ -236,7 +256,7 @@ def write_table(dirs: Sequence[str | Path], out: str | Path | None = None) -> Ad
         markdown_path=out_dir / f"{FILENAME}.md", csv_path=out_dir / f"{FILENAME}.csv",
         png_path=out_dir / f"{FILENAME}.png",
     )  # fmt: skip
-    result.markdown_path.write_text(result.markdown)
+    write_text_atomic(result.markdown_path, result.markdown)
     write_csv(result.csv_path, csv_rows(jobs, labels))
     plot(jobs, labels, result.png_path)
     return result
@@ -246,29 +266,29 @@ class AdaBertTableCallback(Callback):
     """At the end of a multirun, the β table into the sweep dir (only if the sweep holds adabert jobs)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs, failed = collect([config.hydra.sweep.dir])
-        if not jobs:
-            if failed:
-                log.warning("adabert table: none of the %d adabert jobs finished", len(failed))
+        """Hydra's hook: ``config.hydra.sweep.dir`` is the sweep to tabulate."""
+        found = collect([config.hydra.sweep.dir])
+        if not found.jobs:
+            if found.failed:
+                log.warning("adabert table: none of the %d adabert jobs finished", len(found.failed))
             return
         result = write_table([config.hydra.sweep.dir])
-        log.info("adabert table (%d jobs, %d failed): %s", len(jobs), len(failed), result.markdown_path)
+        log.info(
+            "adabert table (%d jobs, %d failed): %s", len(found.jobs), len(found.failed), result.markdown_path
+        )
+
+
+CLI = SweepTableCli(
+    module="reports.adabert_table",
+    description="AdaBERT's β trade-off table (markdown, CSV, PNG) from recipe=adabert sweep dirs.",
+    filename=FILENAME,
+    write=write_table,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> AdaBertTable:
-    parser = sweep_table_parser(
-        "recipes.adabert_table",
-        "AdaBERT's β trade-off table (markdown, CSV, PNG) from recipe=adabert sweep dirs.",
-        FILENAME,
-    )
-    args = parser.parse_args(argv)
-    try:
-        result = write_table(args.dirs, args.out)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-    print(result.markdown)
-    print(f"wrote {result.markdown_path}, {result.csv_path.name}, {result.png_path.name}", file=sys.stderr)
-    return result
+    """``python -m reports.adabert_table DIR [DIR ...] [--out DIR]``; see ``SweepTableCli.main``."""
+    return CLI.main(argv)
 
 
 if __name__ == "__main__":

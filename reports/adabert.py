@@ -1,0 +1,169 @@
+"""AdaBERT's report of one run (recipe=adabert): ``report.md`` with the derived cell as text and a picture
+(``cell.png``), the search trajectory beside the teacher's layer probes (``search.png``), and
+``architecture.json`` (K, the genotype, the search history) that reports/adabert_table.py reads.
+
+Plots draw on a ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot, no global backend switch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.files import write_text_atomic
+from modules.adabert import OP_NAMES, DerivedArchitecture, cell_edges
+from reports.sweep_table import save_figure
+
+
+@dataclass(frozen=True)
+class AdaBertSettings:
+    """The recipe settings report.md states (from recipe=adabert's config)."""
+
+    task: str  # task.name
+    search_epochs: int
+    retrain_epochs: int
+    gamma: float
+    beta: float
+    temperature: float
+    tau_start: float
+    tau_end: float
+    inherit_weights: bool
+    num_nodes: int  # intermediate nodes per cell
+    latency_seq_len: int  # latency.seq_len: what the speed-up was measured at
+
+
+@dataclass(frozen=True)
+class AdaBertReport:
+    """Everything one run's report shows.
+
+    Attributes:
+        settings: what was run.
+        arch: the derived child (K and one op per edge).
+        metrics: the run's metrics.json (teacher/*, latency/*, params, compression, speedup, ...).
+        probe_dev_acc: the dev accuracy of the teacher's layer probes, first layer first.
+        history: per search epoch, the argmax child's ``val/score`` and ``num_cells``.
+    """
+
+    settings: AdaBertSettings
+    arch: DerivedArchitecture
+    metrics: dict[str, float]
+    probe_dev_acc: list[float]
+    history: list[dict]
+
+
+def draw_cell(arch: DerivedArchitecture, num_nodes: int, path: Path) -> None:
+    """Draw the derived cell as a DAG into the PNG ``path``: inputs left, nodes in a column, edges labelled
+    with their op, the attentive sum of the nodes dashed."""
+    from matplotlib.figure import Figure  # here: Hydra imports the table callbacks beside this in every job
+
+    names = ["c_{k-2}", "c_{k-1}"] + [f"node {i}" for i in range(num_nodes)] + ["output"]
+    pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    for i in range(num_nodes):
+        pos[2 + i] = (1.0 + i, 1.2 if i % 2 == 0 else -1.2)
+    out = 2 + num_nodes
+    pos[out] = (1.0 + num_nodes, 0.0)
+    fig = Figure(figsize=(2.2 * (num_nodes + 2), 3.6))
+    ax = fig.subplots()
+    for (node, j), op in zip(cell_edges(num_nodes), arch.genotype):
+        if op == "zero":
+            continue
+        (x0, y0), (x1, y1) = pos[j], pos[2 + node]
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.4"})
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center", va="center",
+                bbox={"fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
+    for i in range(num_nodes):
+        (x0, y0), (x1, y1) = pos[2 + i], pos[out]
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--"})
+    for k, (x, y) in pos.items():
+        ax.text(x, y, names[k], ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round", "fc": "#dde7f5" if k < 2 or k == out else "#f5e6cc"})  # fmt: skip
+    ax.set_xlim(-0.6, num_nodes + 1.6)
+    ax.set_ylim(-1.8, 1.8)
+    ax.axis("off")
+    ax.set_title(f"derived cell (x{arch.num_cells}); dashed: attentive sum")
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
+
+
+def plot_search(history: list[dict], probe_dev_acc: list[float], path: Path) -> None:
+    """Plot into the PNG ``path``. Left: the argmax child's dev score and K per search epoch. Right: probe
+    accuracy per teacher layer."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
+    if history:
+        epochs = range(1, len(history) + 1)
+        left.plot(epochs, [h["val/score"] for h in history], "o-", label="dev score of the argmax child")
+        left.set_xlabel("search epoch")
+        left.set_ylabel("dev score")
+        twin = left.twinx()
+        twin.step(epochs, [h["num_cells"] for h in history], where="mid", color="C1", label="K")
+        twin.set_ylabel("K (cells)")
+        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
+        left.legend(loc="lower right", fontsize=8)
+    right.bar(range(1, len(probe_dev_acc) + 1), probe_dev_acc, color="C2")
+    right.set_xlabel("teacher layer")
+    right.set_ylabel("probe dev accuracy")
+    right.set_ylim(min(probe_dev_acc + [0.5]) - 0.05, 1.0)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def write_report(run_dir: Path, report: AdaBertReport) -> Path:
+    """Write report.md, cell.png, search.png and architecture.json into ``run_dir`` (each atomically).
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        KeyError: ``report.metrics`` lacks teacher/params, params, flops_per_seq@128 or compression.
+    """
+    settings, arch, metrics, history = report.settings, report.arch, report.metrics, report.history
+    draw_cell(arch, settings.num_nodes, run_dir / "cell.png")
+    plot_search(history, report.probe_dev_acc, run_dir / "search.png")
+
+    def cell(key: str, fmt: str) -> str:
+        return format(metrics[key], fmt) if key in metrics else "—"
+
+    lines = [
+        f"# AdaBERT on {settings.task}",
+        "",
+        f"Search: {settings.search_epochs} epochs, γ = {settings.gamma}, β = {settings.beta}, T = {settings.temperature}, "
+        f"τ {settings.tau_start} → {settings.tau_end}; retrain: {settings.retrain_epochs} epochs"
+        f"{' from the searched weights' if settings.inherit_weights else ''}.",
+        "",
+        "| model | params (M) | GFLOPs/seq@128 | latency p50 (ms) | dev acc | test acc |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| teacher | {metrics['teacher/params'] / 1e6:.2f} | — | {cell('teacher/latency/p50_ms', '.2f')} | "
+        f"{cell('teacher/val/acc', '.4f')} | {cell('teacher/test/acc', '.4f')} |",
+        f"| AdaBERT (K = {arch.num_cells}) | {metrics['params'] / 1e6:.2f} | {metrics['flops_per_seq@128'] / 1e9:.3f} | "
+        f"{cell('latency/p50_ms', '.2f')} | {cell('val/acc', '.4f')} | {cell('test/acc', '.4f')} |",
+        "",
+        f"{metrics['compression']:.1f}× smaller"
+        + (f", {metrics['speedup']:.1f}× faster (p50, bs1 × {settings.latency_seq_len}, this device)" if "speedup" in metrics
+           else "")
+        + " than the teacher.",
+        "",
+        "## Derived cell",
+        "",
+        "```",
+        arch.describe(settings.num_nodes),
+        "```",
+        "",
+        "![cell](cell.png)",
+        "",
+        "## Search trajectory and the teacher's layer probes",
+        "",
+        "![search](search.png)",
+        "",
+        "Op counts in the cell: " + ", ".join(f"{o} {arch.genotype.count(o)}" for o in OP_NAMES if o in arch.genotype),
+        "",
+    ]  # fmt: skip
+    path = run_dir / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    write_text_atomic(run_dir / "architecture.json", json.dumps(
+        {"num_cells": arch.num_cells, "genotype": arch.genotype, "history": history}, indent=1))  # fmt: skip
+    return path
