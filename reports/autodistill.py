@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.files import write_text_atomic
 from hydra_plugins.pareto_sweeper import SearchConfig, SearchResult
+from reports.sweep_table import save_figure
 
 
 @dataclass
@@ -166,19 +168,15 @@ def write_report(
         f"Wall time: {metrics['wall_time_s'] / 60:.1f} min.",
         "",
     ]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines))
 
 
 def plot_flash_vs_regular(candidates: list[Candidate], path: Path) -> None:
     """Each candidate's MLM accuracy after flash (x) and regular (y) distillation, to ``path`` (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # here, not at import: only the report plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.subplots()
     for c in candidates:
         f, r = c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")
         if f is None or r is None:
@@ -189,5 +187,4 @@ def plot_flash_vs_regular(candidates: list[Candidate], path: Path) -> None:
     ax.set_ylabel("MLM accuracy after regular distillation")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

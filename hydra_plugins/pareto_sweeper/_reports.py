@@ -40,12 +40,13 @@ def plot_front(
     title: str = "",
 ) -> None:
     """All trials (grey), the front (red, joined as a staircase), the baseline (black star)."""
-    import matplotlib
+    # A Figure on the Agg canvas: no pyplot state, no global backend switch in the caller's process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig = Figure(figsize=(6.4, 4.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     if points:
         xs, ys = zip(*points)
         ax.scatter(xs, ys, s=22, c="0.6", label=f"trials ({len(points)})", zorder=2)
@@ -75,7 +76,6 @@ def plot_front(
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     tmp.replace(path)
 
 
