@@ -1,6 +1,6 @@
 """The LightningModule of flash and regular distillation (AutoDistill §3.3).
 
-One training step, by stage (see callbacks/progressive.py):
+One training step, by stage (see modules/progressive.py):
     block stage k:  L = w_att · L_MHA^k + w_fm · L_FM^k        (only blocks 1..k run)
     pre-training:   L = L_D = α·L_MLM + (1−α)·L_MLM-KD + L_NSP (+ w_layer · Σ_k layer-wise terms)
 where block k learns from teacher layer ``teacher_layers[k]`` and a dense projection maps the
@@ -17,10 +17,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from callbacks.progressive import PRETRAINING, Stage, stage_at
 from core.dtypes import DTYPES
 from core.seeding import mix_seed
 from modules.losses import attention_transfer_loss, feature_map_loss, pretraining_distillation_loss
+from modules.progressive import PRETRAINING, Stage, stage_at
 from modules.student import StudentForPreTraining
 from modules.teacher import Teacher
 from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack

@@ -28,10 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.latency import measure_latency
-from callbacks.progressive import ProgressiveTransfer, progressive_schedule
+from callbacks.progressive import ProgressiveTransfer
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
 from modules.losses import LAYER_MAPS, layer_map
+from modules.progressive import progressive_schedule
 from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
 from modules.teacher import load_teacher
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint

@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 import run
-from callbacks.progressive import apply_stage, progressive_schedule, stage_at
+from callbacks.progressive import apply_stage
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights, build_projections, lr_lambda
+from modules.progressive import progressive_schedule, stage_at
 from modules.student import BlockSpec, StudentForPreTraining, StudentSpec
 from modules.teacher import Teacher, TeacherConfig, load_teacher
 from modules.teacher_cache import _MEMORY, _MEMORY_BYTES
