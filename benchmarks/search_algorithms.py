@@ -47,7 +47,8 @@ from hydra_plugins.pareto_sweeper import (
     dominates,
 )
 from hydra_plugins.pareto_sweeper._space import BLOCK_FACTORS, TABLE1
-from modules.student import BlockSpec, StudentSpec
+from modules.student import StudentConfig
+from modules.student_spec import BlockSpec, StudentSpec
 
 CACHE = Path("~/.cache/distill-recipes/bench_search").expanduser()
 BASELINE = (512, 128, 4, 512, 4)
@@ -63,7 +64,7 @@ def latency_table(blocks: int) -> dict[tuple, float]:
     cfg = LatencyConfig(warmup=3, repeats=15, rounds=1, max_retries=0, max_cv=10.0, cache_path=None)
     rows = []
     for values in track(list(itertools.product(*TABLE1.values())), description="latency of 576 students"):
-        hf = StudentSpec(num_blocks=blocks, block=BlockSpec(*values)).to_hf_config(vocab_size=30522)
+        hf = StudentConfig.from_spec(StudentSpec(num_blocks=blocks, block=BlockSpec(*values)), vocab_size=30522)
         rows.append({**dict(zip(BLOCK_FACTORS, values)), "p50_ms": measure_latency(hf, cfg).p50_ms})
     _write(path, rows)
     return {tuple(r[f] for f in BLOCK_FACTORS): r["p50_ms"] for r in rows}

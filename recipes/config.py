@@ -18,7 +18,7 @@ from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
 from hydra_plugins.pareto_sweeper import SearchConfig
-from modules.student import StudentSpec
+from modules.student_spec import StudentSpec
 from modules.teacher import TeacherConfig
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")

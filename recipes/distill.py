@@ -31,9 +31,11 @@ from callbacks.latency import measure_latency
 from callbacks.progressive import ProgressiveTransfer
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
+from modules.embedding_init import init_embeddings_from_teacher
 from modules.losses import LAYER_MAPS, layer_map
 from modules.progressive import progressive_schedule
-from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
+from modules.student import StudentConfig, StudentForPreTraining
+from modules.student_costs import flops, num_parameters
 from modules.teacher import load_teacher
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, write_metrics
@@ -171,7 +173,7 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
     from omegaconf import DictConfig, OmegaConf
 
     from callbacks.latency import LatencyConfig
-    from modules.student import StudentSpec
+    from modules.student_spec import StudentSpec
 
     student = OmegaConf.to_object(cfg.student) if isinstance(cfg, DictConfig) else cfg.student
     if not isinstance(student, StudentSpec):
@@ -179,7 +181,7 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
     vocab_size = student.vocab_size or _teacher_vocab_size(
         str(cfg.teacher.name_or_path), cfg.teacher.revision
     )
-    config = student.to_hf_config(vocab_size=vocab_size)
+    config = StudentConfig.from_spec(student, vocab_size=vocab_size)
     out = {
         "params": num_parameters(config),
         "params_with_heads": num_parameters(config, "pretraining"),
@@ -219,7 +221,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
 
     # Student: embeddings copied from the teacher, resampled to the student's width.
-    hf_config = cfg.student.to_hf_config(
+    hf_config = StudentConfig.from_spec(cfg.student,
         vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
     )
     student = StudentForPreTraining(hf_config)

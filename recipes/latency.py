@@ -30,7 +30,9 @@ from scipy import stats  # noqa: E402
 
 from callbacks.latency import measure_latency  # noqa: E402
 from hydra_plugins.pareto_sweeper import TABLE1  # noqa: E402  (AutoDistill Table 1: 576 blocks)
-from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters  # noqa: E402
+from modules.student import StudentConfig  # noqa: E402
+from modules.student_costs import flops, num_parameters  # noqa: E402
+from modules.student_spec import BlockSpec, StudentSpec  # noqa: E402
 from recipes.common import write_metrics  # noqa: E402
 from recipes.config import RunConfig  # noqa: E402
 
@@ -72,7 +74,7 @@ def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
     spec = cfg.student
     vocab = spec.vocab_size or 30522  # the offline teacher's WordPiece vocabulary
     if recipe.space == "student":
-        return [spec.to_hf_config(vocab_size=vocab)]
+        return [StudentConfig.from_spec(spec, vocab_size=vocab)]
     blocks = (
         [BlockSpec.from_name(n) for n in recipe.models]
         if recipe.space == "list"
@@ -80,7 +82,7 @@ def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
     )
     base = {k: v for k, v in vars(spec).items() if k not in ("block", "blocks", "num_blocks")}
     return [
-        StudentSpec(num_blocks=spec.num_blocks, block=b, **base).to_hf_config(vocab_size=vocab)
+        StudentConfig.from_spec(StudentSpec(num_blocks=spec.num_blocks, block=b, **base), vocab_size=vocab)
         for b in blocks
     ]
 

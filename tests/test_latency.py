@@ -25,14 +25,15 @@ from callbacks.latency import (
     resolve_device,
     summarise,
 )
-from modules.student import BlockSpec, StudentForPreTraining, StudentModel, StudentSpec
+from modules.student import StudentConfig, StudentForPreTraining, StudentModel
+from modules.student_spec import BlockSpec, StudentSpec
 from recipes import latency as latency_recipe
 from tests.test_distill import CONF
 
 
 def tiny_config(hidden: int = 32, blocks: int = 2):
     spec = StudentSpec(num_blocks=blocks, block=BlockSpec(hidden, 16, 2, 32, 1), max_position_embeddings=64)
-    return spec.to_hf_config(vocab_size=100)
+    return StudentConfig.from_spec(spec, vocab_size=100)
 
 
 def spin(seconds: float) -> None:
