@@ -21,7 +21,8 @@ from torch import nn
 
 from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
-from modules.finetuning import build_metrics, kd_loss, schedule_length, task_score
+from modules.finetuning import build_metrics, schedule_length, task_score
+from modules.losses import hierarchical_kd_loss
 
 
 @dataclass
@@ -35,12 +36,6 @@ class TeacherTargets:
     @property
     def num_layers(self) -> int:
         return self.probe_logits.shape[0]
-
-
-def layer_for_cell(cell: int, num_cells: int, num_layers: int) -> int:
-    """The teacher layer (1-based) whose probe cell ``cell`` (1-based) of ``num_cells`` imitates: spread
-    evenly, the last cell on the last layer."""
-    return max(1, round(cell * num_layers / num_cells))
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, epochs: int = 200,
@@ -64,28 +59,6 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, e
         folded.weight.copy_(probe.weight / std)
         folded.bias.copy_(probe.bias - (probe.weight * (mean / std)).sum(1))
     return folded
-
-
-def distillation_loss(
-    logits: torch.Tensor,
-    cell_logits: tuple[torch.Tensor, ...],
-    teacher_logits: torch.Tensor,
-    probe_logits: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """L_KD: the mean over the K cells of soft-target KD, the last cell through the final classifier against
-    the teacher's logits, cell k < K through its head against the probe of teacher layer ``layer_for_cell``.
-
-    Args:
-        logits: (B, C) the student's final logits; cell_logits: K tensors (B, C).
-        teacher_logits: (B, C); probe_logits: (L, B, C).
-    """
-    k_total, layers = len(cell_logits), probe_logits.shape[0]
-    terms = [kd_loss(logits, teacher_logits, temperature, regression=False)]
-    for k in range(1, k_total):
-        layer = layer_for_cell(k, k_total, layers)
-        terms.append(kd_loss(cell_logits[k - 1], probe_logits[layer - 1], temperature, regression=False))
-    return torch.stack(terms).mean()
 
 
 def tau_at(step: int, total: int, start: float, end: float) -> float:
@@ -157,8 +130,9 @@ class AdaBertModule(L.LightningModule):
         )  # fmt: skip
         rows = batch["index"]
         ce = F.cross_entropy(out.logits, batch["labels"])
-        kd = distillation_loss(out.logits, out.cell_logits, self.teacher_logits[rows],
-                               self.probe_logits[:, rows], self.temperature)  # fmt: skip
+        kd = hierarchical_kd_loss(student_logits=out.logits, student_cell_logits=out.cell_logits,
+                                  teacher_logits=self.teacher_logits[rows],
+                                  teacher_probe_logits=self.probe_logits[:, rows], temperature=self.temperature)  # fmt: skip
         efficiency = (
             self.model.efficiency_loss(sample) if sample is not None else torch.zeros((), device=ce.device)
         )

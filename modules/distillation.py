@@ -118,9 +118,13 @@ class DistillationModule(L.LightningModule):
         self, block: int, student_out, targets: dict, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.teacher_layers[block]
-        mha = attention_transfer_loss(targets["attentions"][layer], student_out.attentions[block], mask)
+        mha = attention_transfer_loss(
+            student_probs=student_out.attentions[block], teacher_probs=targets["attentions"][layer], attention_mask=mask
+        )
         fm = feature_map_loss(
-            targets["hidden_states"][layer], self.projections[block](student_out.block_outputs[block]), mask
+            student_hidden=self.projections[block](student_out.block_outputs[block]),
+            teacher_hidden=targets["hidden_states"][layer],
+            attention_mask=mask,
         )
         return mha, fm
 
@@ -149,14 +153,14 @@ class DistillationModule(L.LightningModule):
         mlm_logits = self.student.mlm(enc.last_hidden_state[masked])  # (M, V): only where there is a label
         nsp_logits = self.student.nsp(enc.pooler_output)
         ld = pretraining_distillation_loss(
-            mlm_logits,
-            batch["labels"][masked],
-            w.alpha,
-            targets.get("mlm_logits"),
-            targets.get("mlm_topk_indices"),
-            w.temperature,
-            nsp_logits,
-            batch["next_sentence_label"],
+            student_mlm_logits=mlm_logits,
+            labels=batch["labels"][masked],
+            alpha=w.alpha,
+            teacher_mlm_logits=targets.get("mlm_logits"),
+            teacher_topk_indices=targets.get("mlm_topk_indices"),
+            temperature=w.temperature,
+            student_nsp_logits=nsp_logits,
+            next_sentence_label=batch["next_sentence_label"],
         )
         losses = {"loss": ld.total, "mlm": ld.mlm, "nsp": ld.nsp}
         if ld.mlm_kd is not None:

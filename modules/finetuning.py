@@ -14,6 +14,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import Accuracy, F1Score, MatthewsCorrCoef
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
+from modules.losses import task_kd_loss
+
 # GLUE's official metric(s) per task; the task score (the paper's table) is their mean, x100.
 GLUE_METRICS: dict[str, tuple[str, ...]] = {
     "cola": ("mcc",),
@@ -76,17 +78,6 @@ def schedule_length(module: L.LightningModule) -> int:
     return max(1, int(module.trainer.estimated_stepping_batches))
 
 
-def kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, regression: bool
-) -> torch.Tensor:
-    """Soft-target KD (Hinton): T²·KL(softmax(t/T) ‖ softmax(s/T)); MSE on the teacher's output for regression."""
-    if regression:
-        return F.mse_loss(student.squeeze(-1), teacher.squeeze(-1))
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                    reduction="batchmean") * t * t  # fmt: skip
-
-
 class FinetuneModule(L.LightningModule):
     """Fine-tunes ``model`` (any ``AutoModelForSequenceClassification``) on a classification / regression task.
 
@@ -147,7 +138,8 @@ class FinetuneModule(L.LightningModule):
             with torch.no_grad():
                 t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                    token_type_ids=batch.get("token_type_ids")).logits  # fmt: skip
-            kd = kd_loss(logits, t_logits, self.kd_temperature, self.regression)
+            kd = task_kd_loss(student_logits=logits, teacher_logits=t_logits, temperature=self.kd_temperature,
+                              regression=self.regression)  # fmt: skip
             loss = (1 - self.kd_gamma) * ce + self.kd_gamma * kd
             self.log("train/kd", kd)
         self.log("train/ce", ce)

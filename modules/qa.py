@@ -23,10 +23,8 @@ from torch import nn
 from torchmetrics.functional.text import squad as squad_metric
 
 from datamodules.squad import NOT_CONTEXT, QAExample
-from modules.finetuning import kd_loss, linear_warmup_decay, schedule_length
-
-# A logit that no span can win with, finite so softmax / KL stay finite on masked positions.
-_MASKED = -1e4
+from modules.finetuning import linear_warmup_decay, schedule_length
+from modules.losses import span_kd_loss
 
 
 @dataclass
@@ -103,21 +101,6 @@ def squad_scores(predictions: dict[str, str], examples: list[QAExample]) -> dict
     return {"exact_match": float(result["exact_match"]), "f1": float(result["f1"])}
 
 
-def span_kd_loss(
-    student: tuple[torch.Tensor, torch.Tensor],
-    teacher: tuple[torch.Tensor, torch.Tensor],
-    attention_mask: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """Soft-target KD on the start and on the end position distributions (padding masked), averaged."""
-    pad = attention_mask == 0
-    losses = [
-        kd_loss(s.masked_fill(pad, _MASKED), t.masked_fill(pad, _MASKED), temperature, regression=False)
-        for s, t in zip(student, teacher)
-    ]
-    return (losses[0] + losses[1]) / 2
-
-
 def span_ce_loss(
     start_logits: torch.Tensor, end_logits: torch.Tensor, start: torch.Tensor, end: torch.Tensor
 ) -> torch.Tensor:
@@ -182,8 +165,10 @@ class QAModule(L.LightningModule):
             with torch.no_grad():
                 t_logits = self(batch, model=teacher)
             kd = span_kd_loss(
-                (start_logits, end_logits), t_logits, batch["attention_mask"], self.kd_temperature
-            )
+                student_start_logits=start_logits, student_end_logits=end_logits,
+                teacher_start_logits=t_logits[0], teacher_end_logits=t_logits[1],
+                attention_mask=batch["attention_mask"], temperature=self.kd_temperature,
+            )  # fmt: skip
             loss = (1 - self.kd_gamma) * ce + self.kd_gamma * kd
             self.log("train/kd", kd)
         self.log("train/ce", ce)
