@@ -95,6 +95,25 @@ def feature_map_loss(
     return sq.sum() / (mask.sum() * teacher_hidden.shape[-1])
 
 
+@dataclass(frozen=True)
+class KDSettings:
+    """How much a module learns from its teacher: ``L = (1 − γ)·L_CE + γ·L_KD`` with ``kd_loss`` at ``temperature``.
+
+    Shared by fine-tuning (``FinetuneModule``, ``QAModule``) and AdaBERT (``AdaBertModule``); γ = 0 turns KD off.
+    """
+
+    gamma: float = 0.0  # γ, the KD weight, in [0, 1]
+    temperature: float = 1.0  # T > 0
+
+
+NO_KD = KDSettings()  # γ = 0: no teacher term (frozen, so one shared default is safe)
+
+
+def mix_kd(ce: torch.Tensor, kd: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``(1 − γ)·ce + γ·kd``: the task loss and the KD loss, weighted (scalars in, scalar out)."""
+    return (1 - gamma) * ce + gamma * kd
+
+
 def kd_loss(
     *,
     student_logits: torch.Tensor,

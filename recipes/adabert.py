@@ -40,17 +40,9 @@ from callbacks.latency import measure_latency
 from core.assets import file_fingerprint, resolve_path
 from core.files import torch_save_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
-from modules.adabert import (
-    OP_NAMES,
-    AdaBertConfig,
-    AdaBertForSequenceClassification,
-    DerivedArchitecture,
-    cell_edges,
-    child_config,
-    child_flops,
-    child_params,
-    inherit_weights,
-)
+from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification
+from modules.adabert_child import child_config, child_flops, child_params, inherit_weights
+from modules.adabert_ops import OP_NAMES, DerivedArchitecture, cell_edges
 from modules.adabert_training import AdaBertModule, TeacherTargets, train_probe
 from modules.finetuning import metric_names
 from recipes import finetune

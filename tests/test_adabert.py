@@ -9,18 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modules.adabert import (
+from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification, ArchitectureSample
+from modules.adabert_child import child_config, child_flops, child_params
+from modules.adabert_ops import (
     OP_NAMES,
-    AdaBertConfig,
-    AdaBertForSequenceClassification,
-    ArchitectureSample,
     DerivedArchitecture,
     apply_op,
     build_op,
     cell_edges,
-    child_config,
-    child_flops,
-    child_params,
     gumbel_st,
     op_costs,
 )
@@ -343,3 +339,30 @@ def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sen
     proc = run_py(*overrides, cwd=tmp_path)
     assert proc.returncode != 0 and "task.num_labels=1" in proc.stderr and "regression" in proc.stderr
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_saved_child_loads_after_only_import_modules(tmp_path) -> None:
+    """A derived child saved by the recipe loads through the Auto classes in a fresh interpreter that imported
+    nothing of the project but ``modules`` (the registration is not a side effect of some other import)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    child = AdaBertForSequenceClassification(
+        search_config(genotype=["std_conv_3"] * EDGES, num_cells=2)
+    ).eval()
+    child.save_pretrained(tmp_path / "child")
+    ids = torch.tensor([[3, 4, 5, 0]])
+    torch.save({"ids": ids, "logits": child(input_ids=ids).logits.detach()}, tmp_path / "expected.pt")
+    script = f"""
+import sys, torch
+import modules
+from transformers import AutoModelForSequenceClassification
+assert not any(m.startswith(("recipes", "callbacks", "tests")) for m in sys.modules)
+model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "child")!r}).eval()
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+assert type(model).__name__ == "AdaBertForSequenceClassification", type(model)
+torch.testing.assert_close(model(input_ids=expected["ids"]).logits, expected["logits"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

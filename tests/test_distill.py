@@ -21,7 +21,7 @@ from modules.progressive import progressive_schedule, stage_at
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_spec import BlockSpec, StudentSpec
 from modules.teacher import Teacher, TeacherConfig, load_teacher
-from modules.teacher_cache import _MEMORY, _MEMORY_BYTES
+from modules.teacher_cache import MEMORY_STORE
 from recipes import distill
 
 CONF = Path(run.__file__).resolve().parent / "conf"
@@ -271,7 +271,7 @@ def test_bare_teacher_turns_mlm_kd_off(tiny_bare_teacher_dir, pairs_corpus, tmp_
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_teacher_cache_is_exact(tiny_teacher_dir, pairs_corpus, tmp_path, mode) -> None:
     """float32 cache: cold run == warm run == no cache, bit for bit; the warm run never calls the teacher."""
-    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    MEMORY_STORE.clear()
     common = [
         "recipe.regular_steps=24",
         f"recipe.teacher_cache.dir={tmp_path / 'tcache'}",
@@ -310,7 +310,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(
 
 def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """Anything that changes the teacher's inputs or kept outputs is a new cache key: never a stale hit."""
-    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    MEMORY_STORE.clear()
     common = ["recipe.regular_steps=24", "recipe.teacher_cache.mode=memory"]
     distill.run(tiny_run_config(tmp_path / "a", tiny_teacher_dir, pairs_corpus, *common))
     for i, change in enumerate(

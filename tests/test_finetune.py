@@ -159,3 +159,25 @@ def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, to
     assert submission_files(sst2, ["test"]) == {"test": "SST-2.tsv"}
     local = TaskDataConfig(name="sentiment", path="a.tsv")
     assert submission_files(local, ["test"]) == {"test": "sentiment.tsv"}
+
+
+def test_linear_warmup_decay_vs_transformers() -> None:
+    """Why linear_warmup_decay is not replaced by transformers' get_linear_schedule_with_warmup: the two agree
+    from the end of the warm-up on, but HF warms up as s/w (LR 0 at the first step) and ours as (s + 1)/w."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from modules.finetuning import linear_warmup_decay
+
+    def lrs(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler, out = make(optimizer), []
+        for _ in range(100):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = lrs(lambda o: linear_warmup_decay(o, total_steps=100, warmup_fraction=0.1))
+    hf = lrs(lambda o: get_linear_schedule_with_warmup(o, num_warmup_steps=10, num_training_steps=100))
+    assert ours[:10] == [(s + 1) / 10 for s in range(10)] and hf[:10] == [s / 10 for s in range(10)]
+    assert ours[10:] == hf[10:]
