@@ -22,7 +22,7 @@ from torch import nn
 from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
 from modules.finetuning import build_metrics, schedule_length, task_score
-from modules.losses import hierarchical_kd_loss
+from modules.losses import KDSettings, hierarchical_kd_loss, mix_kd
 
 
 @dataclass
@@ -61,6 +61,38 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, e
     return folded
 
 
+@dataclass(frozen=True)
+class TauSchedule:
+    """Gumbel-softmax temperature τ, annealed exponentially from ``start`` to ``end`` over the run (``tau_at``)."""
+
+    start: float = 1.0
+    end: float = 0.1
+
+
+@dataclass(frozen=True)
+class WeightOptimizer:
+    """SGD on the network weights: momentum, weight decay, LR cosine-annealed from ``lr_start`` to ``lr_end`` per
+    step; ``grad_clip`` the max gradient norm (None: no clipping)."""
+
+    lr_start: float = 2e-2
+    lr_end: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+
+
+@dataclass(frozen=True)
+class ArchOptimizer:
+    """Adam on the architecture logits (search only); they stay put for the first ``warmup_epochs``."""
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    warmup_epochs: int = 0
+
+
+ADABERT_KD = KDSettings(gamma=0.8, temperature=1.0)  # AdaBERT's γ = 0.8
+
+
 def tau_at(step: int, total: int, start: float, end: float) -> float:
     """Gumbel temperature, annealed exponentially from ``start`` to ``end`` over the run."""
     if total <= 1:
@@ -74,6 +106,15 @@ class AdaBertModule(L.LightningModule):
     Logs ``train/{loss,ce,kd,efficiency}``, ``arch/num_cells``, ``arch/tau`` and, per validation of the
     argmax child, ``val/<metric>`` and ``val/score``; ``best`` keeps the metrics at the best ``val/score`` and
     ``history`` the derived architecture after each validation (search).
+
+    Args:
+        model: a super-network (``config.is_search``) or a child; targets: the teacher's logits and probes per
+            training row (batches carry ``index``); metrics: names for ``build_metrics``.
+        total_steps: the LR/τ schedule length; None: what the Trainer will run.
+        kd: γ and T of ``L = (1 − γ)·L_CE + γ·L_KD + β·L_E``; beta: β, the efficiency weight (0 when retraining).
+        tau, weight_optimizer, arch_optimizer: the Gumbel temperature schedule and the two optimizers.
+        seed: per-batch seeds (``mix_seed``) of the Gumbel noise and dropout; on_best: called with ``best``
+            (on rank 0) when the dev score improves.
     """
 
     def __init__(
@@ -82,17 +123,11 @@ class AdaBertModule(L.LightningModule):
         targets: TeacherTargets,
         metrics: tuple[str, ...],
         total_steps: int | None = None,
-        gamma: float = 0.8,
+        kd: KDSettings = ADABERT_KD,
         beta: float = 4.0,
-        temperature: float = 1.0,
-        tau: tuple[float, float] = (1.0, 0.1),
-        lr: tuple[float, float] = (2e-2, 5e-4),
-        momentum: float = 0.9,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-4,
-        arch_weight_decay: float = 1e-3,
-        grad_clip: float | None = 5.0,
-        arch_warmup_epochs: int = 0,
+        tau: TauSchedule = TauSchedule(),  # noqa: B008  (frozen: a shared default is safe)
+        weight_optimizer: WeightOptimizer = WeightOptimizer(),  # noqa: B008
+        arch_optimizer: ArchOptimizer = ArchOptimizer(),  # noqa: B008
         seed: int = 0,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
@@ -105,11 +140,8 @@ class AdaBertModule(L.LightningModule):
         self.num_labels = model.config.num_labels
         self.val_metrics = build_metrics(metrics, self.num_labels)
         self.total_steps = total_steps
-        self.gamma, self.beta, self.temperature = gamma, beta, temperature
-        self.tau, self.lr, self.momentum, self.weight_decay = tau, lr, momentum, weight_decay
-        self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
-        self.grad_clip = grad_clip
-        self.arch_warmup_epochs = arch_warmup_epochs
+        self.kd, self.beta, self.tau = kd, beta, tau
+        self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.seed = seed
         self.on_best = on_best
         self.best: dict[str, float] = {}
@@ -122,7 +154,7 @@ class AdaBertModule(L.LightningModule):
         # The Gumbel noise and dropout of a batch depend only on (seed, batch): a run resumed from a checkpoint
         # samples what an uninterrupted one would, and every DDP rank samples the same architecture.
         torch.manual_seed(mix_seed(self.seed, self.batches_done))
-        tau = tau_at(self.batches_done, self.schedule_steps, *self.tau)
+        tau = tau_at(self.batches_done, self.schedule_steps, self.tau.start, self.tau.end)
         sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
         out = self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -132,11 +164,12 @@ class AdaBertModule(L.LightningModule):
         ce = F.cross_entropy(out.logits, batch["labels"])
         kd = hierarchical_kd_loss(student_logits=out.logits, student_cell_logits=out.cell_logits,
                                   teacher_logits=self.teacher_logits[rows],
-                                  teacher_probe_logits=self.probe_logits[:, rows], temperature=self.temperature)  # fmt: skip
+                                  teacher_probe_logits=self.probe_logits[:, rows],
+                                  temperature=self.kd.temperature)  # fmt: skip
         efficiency = (
             self.model.efficiency_loss(sample) if sample is not None else torch.zeros((), device=ce.device)
         )
-        loss = (1 - self.gamma) * ce + self.gamma * kd + self.beta * efficiency
+        loss = mix_kd(ce, kd, self.kd.gamma) + self.beta * efficiency
         if not torch.isfinite(loss):  # stop before the weights (and the saved checkpoints) turn to nan
             raise FloatingPointError(
                 f"AdaBERT {'search' if self.search else 'retrain'}: the loss is {float(loss)} at step "
@@ -147,13 +180,12 @@ class AdaBertModule(L.LightningModule):
         for opt in optimizers:
             opt.zero_grad()
         self.manual_backward(loss)
-        if self.grad_clip:  # the weights only; Adam on the architecture logits is scale-free
-            self.clip_gradients(
-                optimizers[0], gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
-            )
+        grad_clip = self.weight_optimizer.grad_clip
+        if grad_clip:  # the weights only; Adam on the architecture logits is scale-free
+            self.clip_gradients(optimizers[0], gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
         # During the warm-up the architecture logits stay put: the shared weights first learn under uniformly
         # sampled architectures, so the first choices are not made by untrained ops (which favour zero and skip).
-        warming_up = self.current_epoch < self.arch_warmup_epochs
+        warming_up = self.current_epoch < self.arch_optimizer.warmup_epochs
         for opt in optimizers[:1] if warming_up else optimizers:
             opt.step()
         self.lr_schedulers().step()
@@ -213,12 +245,13 @@ class AdaBertModule(L.LightningModule):
 
     def configure_optimizers(self):
         self.schedule_steps = schedule_length(self)
-        weights = torch.optim.SGD(self.model.weight_parameters(), lr=self.lr[0], momentum=self.momentum,
-                                  weight_decay=self.weight_decay)  # fmt: skip
+        w = self.weight_optimizer
+        weights = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr_start, momentum=w.momentum,
+                                  weight_decay=w.weight_decay)  # fmt: skip
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=self.schedule_steps,
-                                                            eta_min=self.lr[1])  # fmt: skip
+                                                            eta_min=w.lr_end)  # fmt: skip
         if not self.search:
             return {"optimizer": weights, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
-        arch = torch.optim.Adam(self.model.architecture_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
-                                weight_decay=self.arch_weight_decay)  # fmt: skip
+        arch = torch.optim.Adam(self.model.architecture_parameters(), lr=self.arch_optimizer.lr, betas=(0.5, 0.999),
+                                weight_decay=self.arch_optimizer.weight_decay)  # fmt: skip
         return [weights, arch], [{"scheduler": cosine, "interval": "step"}]

@@ -43,8 +43,16 @@ from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification
 from modules.adabert_child import child_config, child_flops, child_params, inherit_weights
 from modules.adabert_ops import OP_NAMES, DerivedArchitecture, cell_edges
-from modules.adabert_training import AdaBertModule, TeacherTargets, train_probe
+from modules.adabert_training import (
+    AdaBertModule,
+    ArchOptimizer,
+    TauSchedule,
+    TeacherTargets,
+    WeightOptimizer,
+    train_probe,
+)
 from modules.finetuning import metric_names
+from modules.losses import KDSettings
 from recipes import finetune
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
@@ -377,11 +385,13 @@ def train_stage(
     """Search (a super-network) or retrain (a child) for ``epochs``; resumes from ``stage_dir``'s last.ckpt."""
     recipe: AdaBertRecipeConfig = cfg.recipe
     module = AdaBertModule(
-        model, targets, metrics_names, gamma=recipe.gamma, beta=beta,
-        temperature=recipe.temperature, tau=(recipe.tau_start, recipe.tau_end), lr=(recipe.lr, recipe.lr_min),
-        momentum=recipe.momentum, weight_decay=recipe.weight_decay, arch_lr=recipe.arch_lr,
-        arch_weight_decay=recipe.arch_weight_decay, grad_clip=recipe.grad_clip,
-        arch_warmup_epochs=recipe.arch_warmup_epochs, seed=cfg.seed, on_best=on_best,
+        model, targets, metrics_names, kd=KDSettings(gamma=recipe.gamma, temperature=recipe.temperature),
+        beta=beta, tau=TauSchedule(start=recipe.tau_start, end=recipe.tau_end),
+        weight_optimizer=WeightOptimizer(lr_start=recipe.lr, lr_end=recipe.lr_min, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip),
+        arch_optimizer=ArchOptimizer(lr=recipe.arch_lr, weight_decay=recipe.arch_weight_decay,
+                                     warmup_epochs=recipe.arch_warmup_epochs),
+        seed=cfg.seed, on_best=on_best,
     )  # fmt: skip
     # Every epoch: the newest checkpoint (top-1 without a monitor), last.ckpt linked to it. With save_top_k=0
     # Lightning writes last.ckpt only at the end of fit, and a crash would lose the whole stage.

@@ -22,6 +22,7 @@ from modules.adabert_ops import (
 )
 from modules.adabert_training import (
     AdaBertModule,
+    ArchOptimizer,
     TeacherTargets,
     tau_at,
     train_probe,
@@ -136,7 +137,7 @@ def fit_search(targets: TeacherTargets, epochs: int, warmup: int) -> AdaBertForS
 
     torch.manual_seed(0)
     model = AdaBertForSequenceClassification(search_config())
-    module = AdaBertModule(model, targets, ("acc",), arch_lr=0.05, arch_warmup_epochs=warmup)
+    module = AdaBertModule(model, targets, ("acc",), arch_optimizer=ArchOptimizer(lr=0.05, warmup_epochs=warmup))
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(tiny_batches(), batch_size=None))
