@@ -169,6 +169,20 @@ def test_callback_measures_without_changing_the_model(tmp_path) -> None:
     assert all(p.dtype == torch.float32 for p in module.parameters())
 
 
+def test_measure_latency_leaves_the_callers_model_as_it_was(tmp_path) -> None:
+    """Timing in bfloat16 in eval mode must not leave the caller's model in bfloat16 or eval mode (it used to
+    move and re-type the model in place), nor change a weight."""
+    torch.manual_seed(0)
+    model = StudentModel(tiny_config()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = measure_latency(model, fast(tmp_path, dtype="bfloat16", cache_path=None))
+    assert result.p50_ms > 0
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_gpu_path_fails_clearly_without_a_gpu(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="no CUDA device; use latency.device=cpu"):
