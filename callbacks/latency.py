@@ -81,6 +81,9 @@ class LatencyConfig:
 
 @dataclass
 class LatencyResult:
+    """One measurement: times in milliseconds per forward pass of a batch, throughput in sequences/s, peak
+    memory in MiB; ``noisy`` / ``contended`` flag results that are returned but not cached."""
+
     p50_ms: float
     p50_spread: float  # (max - min) / median of the round medians
     p90_ms: float
@@ -118,6 +121,7 @@ class LatencyResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU) or a torch device name. Raises RuntimeError when it is not available."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -142,6 +146,8 @@ def resolve_device(name: str) -> torch.device:
 def make_inputs(
     batch_size: int, seq_len: int, vocab_size: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
+    """Fixed random ``input_ids`` and an all-ones ``attention_mask``, both (batch_size, seq_len), on ``device``
+    (ids avoid the first 1000, the special tokens of BERT vocabularies, when the vocabulary is larger)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab_size > 1000 else 0, vocab_size, (batch_size, seq_len), generator=gen)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}

@@ -133,6 +133,8 @@ class AdaBertOutput(SequenceClassifierOutput):
 
 
 class AdaBertPreTrainedModel(PreTrainedModel):
+    """HF plumbing (config class, save/load) shared by the AdaBERT models."""
+
     config_class = AdaBertConfig
     config: AdaBertConfig
     base_model_prefix = "adabert"
@@ -271,6 +273,7 @@ class ArchitectureSample:
 
 
 def one_hot_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """(..., n) logits -> (..., n) one-hot of their argmax, in the logits' dtype (the deterministic architecture)."""
     return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
 
 

@@ -59,6 +59,7 @@ def preprocess_size(channels: int) -> int:
 
 
 def preprocess_flops(channels: int) -> int:
+    """FLOPs per token of a cell's two ReLU-Conv1x1-BN input layers."""
     return 2 * conv_flops(1, channels)
 
 
@@ -103,6 +104,8 @@ class PoolOp(nn.Module):
 
 
 def build_op(name: str, channels: int, batch_stats: bool = False) -> nn.Module:
+    """The module of op ``name`` at ``channels`` (``nn.Identity`` for skip and zero). Raises KeyError for an
+    unknown name (``OPS`` lists them)."""
     kind, kernel, dilation = OPS[name]
     if kind == "conv":
         return ConvOp(channels, kernel, dilation, batch_stats)

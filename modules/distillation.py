@@ -28,6 +28,9 @@ from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack
 
 @dataclass
 class LossWeights:
+    """Weights of the distillation losses (AutoDistill §3.3): per block stage ``attention·L_MHA + feature·L_FM``;
+    in pre-training ``L_D`` (α, temperature of its MLM-KD term) plus ``layerwise_in_pretraining`` x the layer terms."""
+
     attention: float = 1.0  # L_MHA
     feature: float = 1.0  # L_FM
     alpha: float = 0.5  # α in L_D; effectively 1 without teacher MLM logits
@@ -57,6 +60,12 @@ def lr_lambda(step: int, schedule: list[Stage], warmup_fraction: float) -> float
 
 
 class DistillationModule(L.LightningModule):
+    """Flash / regular distillation of a ``StudentForPreTraining`` from a frozen ``Teacher`` (module docstring).
+
+    Block k learns from teacher layer ``teacher_layers[k]``; ``schedule`` (``modules.progressive``) says what
+    each global step trains; ``teacher_cache`` reuses teacher outputs across runs (bit-exact in float32).
+    Logs ``train/*`` per step and ``val/*`` per validation."""
+
     def __init__(
         self,
         student: StudentForPreTraining,

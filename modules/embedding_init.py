@@ -37,6 +37,8 @@ def resample_features(
             up-sample"); ``pca`` — project onto ``basis`` (D, width), see ``pca_basis``.
     Returns:
         (N, width) or (width,).
+    Raises:
+        ValueError: an unknown method, or ``pca`` without a basis.
     """
     if method == "pca":
         if basis is None:
@@ -75,6 +77,13 @@ def init_embeddings_from_teacher(
 
     Positions and token types copy the rows both have; the vocabulary must be the same (the student
     uses the teacher's tokenizer).
+
+    Args:
+        student: the encoder whose ``embeddings`` are overwritten in place.
+        teacher: the teacher's tables (word (V, D), position (P, D), token type (T, D), LayerNorm (D,)).
+        method: one of ``RESAMPLE_METHODS``.
+    Raises:
+        ValueError: the vocabularies differ.
     """
     emb = student.embeddings
     width = emb.word_embeddings.weight.shape[1]

@@ -40,6 +40,7 @@ def metric_names(glue_task: str | None, num_labels: int) -> tuple[str, ...]:
 
 
 def build_metrics(names: tuple[str, ...], num_labels: int) -> MetricCollection:
+    """torchmetrics for ``names`` (acc, f1, mcc, pearson, spearman). Raises KeyError for an unknown name."""
     task = "binary" if num_labels == 2 else "multiclass"
     make: dict[str, Callable[[], nn.Module]] = {
         "acc": lambda: Accuracy(task=task, num_classes=num_labels),

@@ -346,6 +346,8 @@ class Block(nn.Module):
 
 
 class StudentPreTrainedModel(PreTrainedModel):
+    """HF plumbing shared by the student models: config class, weight initialisation, save/load."""
+
     config_class = StudentConfig
     config: StudentConfig
     base_model_prefix = "student"
@@ -494,6 +496,8 @@ class StudentForPreTraining(StudentPreTrainedModel):
 
 
 class StudentForMaskedLM(StudentPreTrainedModel):
+    """Encoder + MLM head (no NSP): logits (B, S, V); loss = MLM cross-entropy when labels are given."""
+
     _tied_weights_keys = {"mlm.decoder.weight": "student.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: StudentConfig):

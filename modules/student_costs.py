@@ -20,6 +20,8 @@ def num_parameters(config: StudentConfig, head: str = "none") -> int:
 
     Args:
         head: ``none`` (the encoder, ``StudentModel``), ``pretraining``, ``mlm``, ``classification``, ``qa``.
+    Raises:
+        ValueError: an unknown ``head``.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -53,6 +55,11 @@ def flops(config: StudentConfig, seq_len: int, batch_size: int = 1) -> int:
 
     Element-wise work (softmax, LayerNorm, activations, embedding sums) is left out, which is what
     ``torch.utils.flop_counter.FlopCounterMode`` counts too; the test holds the two equal.
+
+    Args:
+        seq_len: tokens per sequence (S); batch_size: sequences (B).
+    Returns:
+        FLOPs of one forward pass of the batch.
     """
     S = seq_len
     per_token = 0

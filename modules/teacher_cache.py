@@ -33,6 +33,8 @@ MODES = ("disabled", "memory", "disk")
 
 @dataclass
 class TeacherCacheConfig:
+    """``recipe.teacher_cache``: mode (disabled | memory | disk), directory (disk), size bound in GB, storage dtype."""
+
     mode: str = "disabled"  # disabled | memory | disk
     dir: str = "~/.cache/distill-recipes/teacher"
     max_gb: float = 4.0
