@@ -10,7 +10,6 @@ sampled architecture. Weights train by SGD (momentum, cosine LR), the architectu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
-from modules.finetuning import build_metrics, schedule_length, task_score
+from modules.finetuning import build_metrics, is_new_best, log_task_metrics, schedule_length
 from modules.losses import KDSettings, hierarchical_kd_loss, mix_kd
 
 
@@ -206,20 +205,14 @@ class AdaBertModule(L.LightningModule):
         self.val_metrics.update(out.logits.argmax(-1), batch["labels"])
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
-        self.val_metrics.reset()
-        values = {k: 0.0 if math.isnan(v) else v for k, v in values.items()}
-        score = task_score(values)
-        for k, v in values.items():
-            self.log(f"val/{k}", v)
-        self.log("val/score", score, prog_bar=True)
+        values, score = log_task_metrics(self, self.val_metrics, "val", nan_to_zero=True, prog_bar=True)
         if self.trainer.sanity_checking:
             return
         if self.search:
             arch = self.model.derive()
             self.history.append({"step": self.batches_done, "val/score": score, "num_cells": arch.num_cells,
                                  "genotype": arch.genotype})  # fmt: skip
-        if score > self.best.get("val/score", -math.inf):
+        if is_new_best(self.best, {"val/score": score}, "val/score"):
             self.best = {**{f"val/{k}": v for k, v in values.items()}, "val/score": score,
                          "best_step": float(self.batches_done)}  # fmt: skip
             if self.on_best is not None and self.trainer.is_global_zero:  # one rank writes the model
@@ -229,11 +222,7 @@ class AdaBertModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
-        self.val_metrics.reset()
-        for k, v in values.items():
-            self.log(f"test/{k}", v)
-        self.log("test/score", task_score(values))
+        log_task_metrics(self, self.val_metrics, "test", nan_to_zero=False)
 
     # A resumed run keeps what it had found: the best dev metrics and the search trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -125,6 +125,25 @@ def log_training_loss(
     return loss
 
 
+def log_task_metrics(
+    module: L.LightningModule, metrics: MetricCollection, prefix: str, nan_to_zero: bool, prog_bar: bool = False
+) -> tuple[dict[str, float], float]:
+    """Compute and reset ``metrics``, log each as ``<prefix>/<name>`` and the task score as ``<prefix>/score``.
+
+    ``nan_to_zero``: a metric that is undefined (nan, e.g. MCC of a constant guess) counts as 0, so it can be
+    ranked. Returns the values and the task score (percent).
+    """
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    metrics.reset()
+    if nan_to_zero:
+        values = {k: (0.0 if math.isnan(v) else v) for k, v in values.items()}
+    score = task_score(values)
+    for k, v in values.items():
+        module.log(f"{prefix}/{k}", v)
+    module.log(f"{prefix}/score", score, prog_bar=prog_bar)
+    return values, score
+
+
 def is_new_best(best: dict[str, float], current: dict[str, float], ranked: str) -> bool:
     """Whether ``current[ranked]`` beats the best so far (``best`` is empty before the first validation)."""
     return current[ranked] > best.get(ranked, -math.inf)
@@ -215,17 +234,8 @@ class FinetuneModule(L.LightningModule):
             self.validated_at = self.global_step
         current: dict[str, float] = {}  # every validation set's metrics; the first one ranks checkpoints
         for name, metrics in zip(self.val_names, self.val_metrics):
-            values = {k: float(v) for k, v in metrics.compute().items()}
-            metrics.reset()
-            values = {
-                k: (0.0 if math.isnan(v) else v) for k, v in values.items()
-            }  # e.g. MCC of a constant guess
-            for k, v in values.items():
-                self.log(f"{name}/{k}", v)
-            self.log(f"{name}/score", task_score(values))
-            current.update(
-                {**{f"{name}/{k}": v for k, v in values.items()}, f"{name}/score": task_score(values)}
-            )
+            values, score = log_task_metrics(self, metrics, name, nan_to_zero=True)
+            current.update({**{f"{name}/{k}": v for k, v in values.items()}, f"{name}/score": score})
         ranked = f"{self.val_names[0]}/score"
         if not self.trainer.sanity_checking and is_new_best(self.best, current, ranked):
             # MNLI's mismatched numbers come from the same step as the matched best (the paper's protocol).
@@ -237,11 +247,7 @@ class FinetuneModule(L.LightningModule):
         self.test_metrics.update(self._predictions(self(batch)), batch["labels"])
 
     def on_test_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
-        self.test_metrics.reset()
-        for k, v in values.items():
-            self.log(f"test/{k}", v)
-        self.log("test/score", task_score(values))
+        log_task_metrics(self, self.test_metrics, "test", nan_to_zero=False)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prediction": self._predictions(self(batch))}
