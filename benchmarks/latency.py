@@ -20,7 +20,9 @@ import torch
 from transformers import MobileBertConfig, MobileBertModel
 
 from callbacks.latency import LatencyConfig, measure_latency
-from modules.student import BlockSpec, StudentModel, StudentSpec, flops, num_parameters
+from modules.student import StudentConfig, StudentModel
+from modules.student_costs import flops, num_parameters
+from modules.student_spec import BlockSpec, StudentSpec
 from recipes.latency import rank_correlations, table1_blocks
 
 
@@ -35,7 +37,7 @@ def main() -> None:
     cfg = LatencyConfig(device=args.device, cache_path=None)
 
     # 1. repeatability
-    demo = StudentSpec(num_blocks=4, block=BlockSpec(256, 128, 4, 512, 2)).to_hf_config(vocab_size=30522)
+    demo = StudentConfig.from_spec(StudentSpec(num_blocks=4, block=BlockSpec(256, 128, 4, 512, 2)), vocab_size=30522)
     p50s, walls = [], []
     for _ in range(5):
         start = time.perf_counter()
@@ -49,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     hf = MobileBertModel(MobileBertConfig(), add_pooling_layer=True)
     ours = StudentModel(
-        StudentSpec(num_blocks=24, block=BlockSpec(512, 128, 4, 512, 4), hidden_act="relu").to_hf_config(
+        StudentConfig.from_spec(StudentSpec(num_blocks=24, block=BlockSpec(512, 128, 4, 512, 4), hidden_act="relu"),
             vocab_size=30522
         )
     )
@@ -65,7 +67,7 @@ def main() -> None:
     # 3. proxies vs measured latency over sampled Table-1 students
     rows = []
     for block in table1_blocks(args.samples, seed=0):
-        config = StudentSpec(num_blocks=args.blocks, block=block).to_hf_config(vocab_size=30522)
+        config = StudentConfig.from_spec(StudentSpec(num_blocks=args.blocks, block=block), vocab_size=30522)
         rows.append(
             {
                 "params": num_parameters(config),

@@ -40,7 +40,8 @@ from scipy import stats
 
 from callbacks.latency import LatencyConfig, measure_latency
 from hydra_plugins.pareto_sweeper import ParetoSearch, Trial, dominates
-from modules.student import BLOCK_FACTORS, BlockSpec, StudentSpec
+from modules.student import StudentConfig
+from modules.student_spec import BLOCK_FACTORS, BlockSpec, StudentSpec
 from search.config import StudentSearchConfig
 from search.space import TABLE1, StudentSpace
 
@@ -58,7 +59,7 @@ def latency_table(blocks: int) -> dict[tuple, float]:
     cfg = LatencyConfig(warmup=3, repeats=15, rounds=1, max_retries=0, max_cv=10.0, cache_path=None)
     rows = []
     for values in track(list(itertools.product(*TABLE1.values())), description="latency of 576 students"):
-        hf = StudentSpec(num_blocks=blocks, block=BlockSpec(*values)).to_hf_config(vocab_size=30522)
+        hf = StudentConfig.from_spec(StudentSpec(num_blocks=blocks, block=BlockSpec(*values)), vocab_size=30522)
         rows.append({**dict(zip(BLOCK_FACTORS, values)), "p50_ms": measure_latency(hf, cfg).p50_ms})
     _write(path, rows)
     return {tuple(r[f] for f in BLOCK_FACTORS): r["p50_ms"] for r in rows}

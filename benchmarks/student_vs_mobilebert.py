@@ -20,7 +20,8 @@ import time
 import torch
 from transformers import MobileBertConfig, MobileBertForMaskedLM
 
-from modules.student import BlockSpec, StudentForPreTraining, StudentSpec
+from modules.student import StudentConfig, StudentForPreTraining
+from modules.student_spec import BlockSpec, StudentSpec
 
 
 def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -90,7 +91,7 @@ def main() -> None:
         hidden_act="relu",
         hidden_dropout_prob=0.0,
     )
-    student = StudentForPreTraining(spec.to_hf_config(vocab_size=hf_config.vocab_size)).train()
+    student = StudentForPreTraining(StudentConfig.from_spec(spec, vocab_size=hf_config.vocab_size)).train()
     batch = make_batch(args.batch, args.seq, hf_config.vocab_size)
     tokens = args.batch * args.seq
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import run
-from modules.teacher_cache import _MEMORY, _MEMORY_BYTES
+from modules.teacher_cache import MEMORY_STORE
 from recipes import distill
 
 CONF = Path(run.__file__).resolve().parent / "conf"
@@ -49,7 +49,7 @@ def main() -> None:
     )
     parser.add_argument("--mode", choices=["memory", "disk"], default="memory")
     args, extra = parser.parse_known_args()
-    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    MEMORY_STORE.clear()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mix = [] if args.paper_mix else ["recipe.losses.layerwise_in_pretraining=1.0"]

@@ -16,12 +16,9 @@ once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and 
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
-import json
 import logging
 import os
-import platform
 import resource
 import statistics
 import time
@@ -30,18 +27,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import transformers
 from torch import nn
 
+from callbacks.latency_cache import architecture_id, cache_key, device_fingerprint, load_entries, store_entry
 from core.assets import resolve_path
 from core.dtypes import DTYPES
-from core.files import write_json_atomic
 from modules.student import StudentConfig, StudentModel
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "compile", "onnxruntime")
-CACHE_FORMAT = 3  # bump when LatencyResult's fields change: older entries then simply miss
 
 
 @dataclass
@@ -86,6 +81,9 @@ class LatencyConfig:
 
 @dataclass
 class LatencyResult:
+    """One measurement: times in milliseconds per forward pass of a batch, throughput in sequences/s, peak
+    memory in MiB; ``noisy`` / ``contended`` flag results that are returned but not cached."""
+
     p50_ms: float
     p50_spread: float  # (max - min) / median of the round medians
     p90_ms: float
@@ -118,11 +116,12 @@ class LatencyResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Device, keys, cache
+# Device (the cache keys and file are in callbacks/latency_cache.py)
 # --------------------------------------------------------------------------------------------------
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU) or a torch device name. Raises RuntimeError when it is not available."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -139,67 +138,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def device_fingerprint(device: torch.device, threads: int) -> str:
-    """What makes timings comparable: the processor (or GPU) model and, on CPU, the thread count."""
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return f"cuda:{props.name}:sm{props.major}{props.minor}:{torch.version.cuda}"
-    if device.type == "mps":
-        return f"mps:{platform.machine()}:{platform.mac_ver()[0]}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu:{model}:{threads}threads"
-
-
-def architecture_id(model: nn.Module) -> str:
-    """A student's config (what determines its speed), or for any other module its class and shapes."""
-    config = model.config if isinstance(model, StudentModel) else None
-    if config is not None:
-        keep = ("blocks", "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
-        return json.dumps({k: getattr(config, k) for k in keep}, sort_keys=True)
-    shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
-    # Shapes alone do not tell apart ops without weights (an AdaBERT cell's skip vs pooling): add the config.
-    described = getattr(model, "config", None)
-    described = described.to_dict() if hasattr(described, "to_dict") else None
-    return json.dumps(
-        {"class": type(model).__name__, "shapes": shapes, "config": described}, sort_keys=True, default=str
-    )
-
-
-def cache_key(arch: str, fingerprint: str, cfg: LatencyConfig) -> str:
-    fields = {
-        "arch": arch,
-        "device": fingerprint,
-        "dtype": cfg.dtype,
-        "batch": cfg.batch_size,
-        "seq": cfg.seq_len,
-        "backend": cfg.backend,
-        "versions": [torch.__version__, transformers.__version__],
-        "format": CACHE_FORMAT,
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def _load_cache(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _store(path: Path, key: str, result: LatencyResult) -> None:
-    """Read-modify-write with an atomic replace: concurrent trials may lose an entry, never corrupt the file."""
-    entries = _load_cache(path)
-    entries[key] = asdict(result)
-    write_json_atomic(path, entries, indent=1, sort_keys=True)
-
-
 # --------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------
@@ -208,6 +146,8 @@ def _store(path: Path, key: str, result: LatencyResult) -> None:
 def make_inputs(
     batch_size: int, seq_len: int, vocab_size: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
+    """Fixed random ``input_ids`` and an all-ones ``attention_mask``, both (batch_size, seq_len), on ``device``
+    (ids avoid the first 1000, the special tokens of BERT vocabularies, when the vocabulary is larger)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab_size > 1000 else 0, vocab_size, (batch_size, seq_len), generator=gen)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
@@ -330,7 +270,21 @@ def contended(before: CpuClock | None, after: CpuClock | None, max_other_load: f
 
 
 def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConfig) -> LatencyResult:
-    """Measure serving latency on the configured device; see the module docstring."""
+    """Measure serving latency on the configured device; see the module docstring.
+
+    A given model is left as it was (device, dtype, train/eval mode, weights): the timing runs on a deep copy,
+    because moving it to the device and dtype and back would round its weights through ``cfg.dtype``.
+
+    Args:
+        model_or_config: a module whose forward takes ``input_ids`` and ``attention_mask`` (B, S), or a
+            ``StudentConfig`` (a fresh, randomly initialised ``StudentModel`` is timed).
+        cfg: device, dtype, batch size, sequence length, backend, rounds and repeats, cache file.
+    Returns:
+        the timings in ms (p50, p90, mean, std), throughput in sequences/s, peak memory in MiB, and flags.
+    Raises:
+        ValueError: ``cfg.seq_len`` exceeds the model's ``max_position_embeddings``.
+        RuntimeError: the device or backend is not available.
+    """
     device = resolve_device(cfg.device)
     threads = cfg.threads or torch.get_num_threads()
     fresh = isinstance(model_or_config, StudentConfig)
@@ -338,7 +292,7 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
     fingerprint = device_fingerprint(device, threads)
     key = cache_key(architecture_id(model), fingerprint, cfg)
     cache = resolve_path(cfg.cache_path) if cfg.cache_path else None
-    if cache is not None and key in (entries := _load_cache(cache)):
+    if cache is not None and key in (entries := load_entries(cache)):
         return LatencyResult(**{**entries[key], "cached": True})
 
     vocab = model.config.vocab_size if hasattr(model, "config") else 1000
@@ -353,7 +307,7 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        fn = prepare(model, cfg, device, inputs)
+        fn = prepare(model if fresh else copy.deepcopy(model), cfg, device, inputs)
         time_calls(fn, device, cfg.warmup, 0)
         clock = CpuClock.read() if device.type == "cpu" else None
 
@@ -383,13 +337,13 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
     result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint,
                            contended=busy)  # fmt: skip
     if cache is not None and not noisy and not busy:
-        _store(cache, key, result)
+        store_entry(cache, key, asdict(result))
     return result
 
 
 class LatencyCallback(L.Callback):
-    """Measures the trained encoder at the end of fit and logs ``latency/*``. It measures a deep copy,
-    so the module's weights, device, dtype and train/eval state are untouched."""
+    """Measures the trained encoder at the end of fit and logs ``latency/*``. ``measure_latency`` times a deep
+    copy, so the module's weights, device, dtype and train/eval state are untouched."""
 
     def __init__(self, cfg: LatencyConfig, attribute: str = "student.student"):
         self.cfg, self.attribute = cfg, attribute
@@ -401,6 +355,6 @@ class LatencyCallback(L.Callback):
         target = pl_module
         for part in self.attribute.split("."):
             target = getattr(target, part)
-        self.result = measure_latency(copy.deepcopy(target), self.cfg)
+        self.result = measure_latency(target, self.cfg)
         for logger in trainer.loggers:
             logger.log_metrics(self.result.as_metrics(), step=trainer.global_step)

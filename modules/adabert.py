@@ -1,8 +1,9 @@
 """AdaBERT's CNN students (Chen et al., IJCAI 2020): the searchable super-network and the derived child.
 
-One plain file, read top to bottom: the candidate operations and their cost -> Gumbel-softmax with the
-straight-through estimator -> the cell (a DAG over two inputs and N intermediate nodes) -> the model
-(factorised embedding, K stacked cells sharing one architecture, a classifier) -> the efficiency loss.
+One plain file, read top to bottom: the config -> the cell (a DAG over two inputs and N intermediate nodes)
+-> the model (factorised embedding, K stacked cells sharing one architecture, a classifier) -> the efficiency
+loss. The candidate operations, their cost and Gumbel-softmax are in modules/adabert_ops.py; deriving a child
+and its cost in modules/adabert_child.py.
 
 A model is either a **super-network** (``config.genotype is None``): every edge holds every operation and
 the architecture is the learnable logits ``alpha_ops`` (edges x ops, shared by all cells) and ``alpha_k``
@@ -32,135 +33,17 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-# --------------------------------------------------------------------------------------------------
-# Candidate operations (AdaBERT §2.2) and their cost
-# --------------------------------------------------------------------------------------------------
-
-# name -> (kind, kernel size, dilation). Convolutions are ReLU-Conv-BatchNorm with SAME padding.
-OPS: dict[str, tuple[str, int, int]] = {
-    "std_conv_3": ("conv", 3, 1),
-    "std_conv_5": ("conv", 5, 1),
-    "std_conv_7": ("conv", 7, 1),
-    "dil_conv_3": ("conv", 3, 2),
-    "dil_conv_5": ("conv", 5, 2),
-    "dil_conv_7": ("conv", 7, 2),
-    "avg_pool_3": ("avg_pool", 3, 1),
-    "max_pool_3": ("max_pool", 3, 1),
-    "skip": ("skip", 1, 1),
-    "zero": ("zero", 1, 1),
-}
-OP_NAMES = tuple(OPS)
-
-
-def conv_size(kernel: int, channels: int) -> int:
-    """Parameters of a ReLU-Conv-BN: a k-wide conv C -> C (+ bias) and its BatchNorm (scale, shift)."""
-    return kernel * channels * channels + channels + 2 * channels
-
-
-def conv_flops(kernel: int, channels: int) -> int:
-    """Multiply-adds x 2 per token: each output channel reads k positions of C channels."""
-    return 2 * kernel * channels * channels
-
-
-def op_size(name: str, channels: int) -> int:
-    """Parameters of one op: a conv's (``conv_size``); pools, skip and zero have none."""
-    kind, k, _ = OPS[name]
-    return conv_size(k, channels) if kind == "conv" else 0
-
-
-def op_flops(name: str, channels: int) -> int:
-    """FLOPs per token of one op: a conv's (``conv_flops``); a pool reads k values per channel."""
-    kind, k, _ = OPS[name]
-    if kind == "conv":
-        return conv_flops(k, channels)
-    return k * channels if kind in ("avg_pool", "max_pool") else 0
-
-
-def preprocess_size(channels: int) -> int:
-    """Parameters of a cell's two ReLU-Conv1x1-BN input layers (its fixed, unsearched part)."""
-    return 2 * conv_size(1, channels)
-
-
-def preprocess_flops(channels: int) -> int:
-    return 2 * conv_flops(1, channels)
-
-
-def op_costs(channels: int) -> torch.Tensor:
-    """SIZE(o) + FLOPs(o) per op, each normalised by the largest op's, so the heaviest op costs 2 (ops,)."""
-    sizes = torch.tensor([float(op_size(o, channels)) for o in OP_NAMES])
-    flops = torch.tensor([float(op_flops(o, channels)) for o in OP_NAMES])
-    return sizes / sizes.max() + flops / flops.max()
-
-
-class ConvOp(nn.Sequential):
-    """ReLU -> Conv1d (SAME padding, dilated or not) -> BatchNorm, over (B, C, S).
-
-    ``batch_stats``: normalise by the batch's statistics in eval mode too (the super-network), because one
-    op's input distribution changes with every sampled path upstream: running averages over all paths would
-    fit none, and the argmax child's dev score would be noise. A child keeps the usual running averages."""
-
-    def __init__(self, channels: int, kernel: int, dilation: int, batch_stats: bool = False) -> None:
-        pad = dilation * (kernel - 1) // 2
-        super().__init__(
-            nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation),
-            nn.BatchNorm1d(channels, track_running_stats=not batch_stats),
-        )
-
-
-class PoolOp(nn.Module):
-    """Average or max pooling, window 3, stride 1; padding positions never win a max or join an average."""
-
-    def __init__(self, kind: str, kernel: int) -> None:
-        super().__init__()
-        self.kind, self.kernel = kind, kernel
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pad = self.kernel // 2
-        if self.kind == "max_pool":
-            x = x.masked_fill(~mask.bool(), torch.finfo(x.dtype).min)
-            return F.max_pool1d(x, self.kernel, stride=1, padding=pad)
-        total = F.avg_pool1d(x, self.kernel, stride=1, padding=pad, count_include_pad=True)
-        count = F.avg_pool1d(mask.to(x.dtype), self.kernel, stride=1, padding=pad, count_include_pad=True)
-        return total / count.clamp_min(1e-6)
-
-
-def build_op(name: str, channels: int, batch_stats: bool = False) -> nn.Module:
-    kind, kernel, dilation = OPS[name]
-    if kind == "conv":
-        return ConvOp(channels, kernel, dilation, batch_stats)
-    if kind in ("avg_pool", "max_pool"):
-        return PoolOp(kind, kernel)
-    return nn.Identity()  # skip; zero is handled by the edge (it has no module and no cost)
-
-
-def apply_op(op: nn.Module, name: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One op on (B, C, S) with a (B, 1, S) mask; the output is zero at padding, so later ops read zeros."""
-    if name == "zero":
-        return torch.zeros_like(x)
-    out = op(x, mask) if isinstance(op, PoolOp) else op(x)
-    return out * mask
-
-
-# --------------------------------------------------------------------------------------------------
-# Gumbel-softmax with the straight-through estimator
-# --------------------------------------------------------------------------------------------------
-
-
-def gumbel_st(logits: torch.Tensor, tau: float, hard: bool = True) -> torch.Tensor:
-    """A one-hot sample of softmax(logits) perturbed by Gumbel noise in the forward pass, whose gradient
-    is that of the soft sample softmax((logits + g) / tau) (straight-through). Last dim = the choices."""
-    return F.gumbel_softmax(logits, tau=tau, hard=hard, dim=-1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Config, cell, model
-# --------------------------------------------------------------------------------------------------
-
-
-def cell_edges(num_nodes: int) -> list[tuple[int, int]]:
-    """(node, input state) for every edge of a cell: node i (0-based) reads states 0 .. i+1."""
-    return [(i, j) for i in range(num_nodes) for j in range(i + 2)]
+from modules.adabert_ops import (
+    OP_NAMES,
+    OPS,
+    ConvOp,
+    DerivedArchitecture,
+    apply_op,
+    build_op,
+    cell_edges,
+    gumbel_st,
+    op_costs,
+)
 
 
 class AdaBertConfig(PreTrainedConfig):
@@ -250,6 +133,8 @@ class AdaBertOutput(SequenceClassifierOutput):
 
 
 class AdaBertPreTrainedModel(PreTrainedModel):
+    """HF plumbing (config class, save/load) shared by the AdaBERT models."""
+
     config_class = AdaBertConfig
     config: AdaBertConfig
     base_model_prefix = "adabert"
@@ -388,79 +273,13 @@ class ArchitectureSample:
 
 
 def one_hot_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """(..., n) logits -> (..., n) one-hot of their argmax, in the logits' dtype (the deterministic architecture)."""
     return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
 
 
 def pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean over the sequence: (B, C, S), (B, 1, S) -> (B, C)."""
     return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-
-
-@dataclass
-class DerivedArchitecture:
-    """A child: the number of cells and the op of every edge (``cell_edges`` order)."""
-
-    num_cells: int
-    genotype: list[str]
-
-    def describe(self, num_nodes: int = 3) -> str:
-        """Readable text: one line per node with its incoming ops (zero edges left out)."""
-        inputs = ["c_{k-2}", "c_{k-1}"] + [f"node {i}" for i in range(num_nodes)]
-        lines = [f"K = {self.num_cells} cells, each:"]
-        for i in range(num_nodes):
-            incoming = [
-                f"{op}({inputs[j]})"
-                for (node, j), op in zip(cell_edges(num_nodes), self.genotype)
-                if node == i and op != "zero"
-            ]
-            lines.append(f"  node {i} = " + (" + ".join(incoming) if incoming else "0"))
-        lines.append("  output = attentive sum of the nodes")
-        return "\n".join(lines)
-
-
-def child_config(search: AdaBertConfig, arch: DerivedArchitecture) -> AdaBertConfig:
-    values = search.to_dict()
-    for key in ("model_type", "transformers_version", "architectures"):
-        values.pop(key, None)
-    values.update(genotype=list(arch.genotype), num_cells=arch.num_cells)
-    return AdaBertConfig(**values)
-
-
-def inherit_weights(
-    child: AdaBertForSequenceClassification, search: AdaBertForSequenceClassification
-) -> None:
-    """Copy the super-network's trained weights of the chosen ops (and embeddings, heads) into the child."""
-    source = search.state_dict()
-    target = child.state_dict()
-    with torch.no_grad():
-        for name, tensor in target.items():
-            if name in source and source[name].shape == tensor.shape:
-                tensor.copy_(source[name])
-
-
-# --------------------------------------------------------------------------------------------------
-# Analytic size and cost of a child (per config, no weights needed)
-# --------------------------------------------------------------------------------------------------
-
-
-def child_params(config: AdaBertConfig, include_embeddings: bool = True) -> int:
-    c = config.hidden_size
-    per_cell = sum(op_size(o, c) for o in config.genotype) + preprocess_size(c) + config.num_nodes
-    heads = (c + 1) * config.num_labels
-    embed = config.vocab_size * config.embedding_size if include_embeddings else 0
-    project = (config.embedding_size + 1) * c if config.embedding_size != c else 0
-    return embed + project + config.num_cells * per_cell + heads
-
-
-def child_flops(config: AdaBertConfig, seq_len: int = 128) -> int:
-    """FLOPs of one sequence through the cells and the classifier (cell heads skipped at inference)."""
-    per_token = sum(op_flops(o, config.hidden_size) for o in config.genotype) + preprocess_flops(
-        config.hidden_size
-    )
-    project = (
-        2 * config.embedding_size * config.hidden_size if config.embedding_size != config.hidden_size else 0
-    )
-    return seq_len * (config.num_cells * per_token + project) + 2 * config.hidden_size * config.num_labels
 
 
 AutoConfig.register(AdaBertConfig.model_type, AdaBertConfig, exist_ok=True)

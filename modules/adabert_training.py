@@ -10,7 +10,6 @@ sampled architecture. Weights train by SGD (momentum, cosine LR), the architectu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from torch import nn
 
 from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
-from modules.finetuning import build_metrics, kd_loss, schedule_length, task_score
+from modules.finetuning import build_metrics, is_new_best, log_task_metrics, schedule_length
+from modules.losses import KDSettings, hierarchical_kd_loss, mix_kd
 
 
 @dataclass
@@ -35,12 +35,6 @@ class TeacherTargets:
     @property
     def num_layers(self) -> int:
         return self.probe_logits.shape[0]
-
-
-def layer_for_cell(cell: int, num_cells: int, num_layers: int) -> int:
-    """The teacher layer (1-based) whose probe cell ``cell`` (1-based) of ``num_cells`` imitates: spread
-    evenly, the last cell on the last layer."""
-    return max(1, round(cell * num_layers / num_cells))
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, epochs: int = 200,
@@ -66,26 +60,36 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, e
     return folded
 
 
-def distillation_loss(
-    logits: torch.Tensor,
-    cell_logits: tuple[torch.Tensor, ...],
-    teacher_logits: torch.Tensor,
-    probe_logits: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """L_KD: the mean over the K cells of soft-target KD, the last cell through the final classifier against
-    the teacher's logits, cell k < K through its head against the probe of teacher layer ``layer_for_cell``.
+@dataclass(frozen=True)
+class TauSchedule:
+    """Gumbel-softmax temperature τ, annealed exponentially from ``start`` to ``end`` over the run (``tau_at``)."""
 
-    Args:
-        logits: (B, C) the student's final logits; cell_logits: K tensors (B, C).
-        teacher_logits: (B, C); probe_logits: (L, B, C).
-    """
-    k_total, layers = len(cell_logits), probe_logits.shape[0]
-    terms = [kd_loss(logits, teacher_logits, temperature, regression=False)]
-    for k in range(1, k_total):
-        layer = layer_for_cell(k, k_total, layers)
-        terms.append(kd_loss(cell_logits[k - 1], probe_logits[layer - 1], temperature, regression=False))
-    return torch.stack(terms).mean()
+    start: float = 1.0
+    end: float = 0.1
+
+
+@dataclass(frozen=True)
+class WeightOptimizer:
+    """SGD on the network weights: momentum, weight decay, LR cosine-annealed from ``lr_start`` to ``lr_end`` per
+    step; ``grad_clip`` the max gradient norm (None: no clipping)."""
+
+    lr_start: float = 2e-2
+    lr_end: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+
+
+@dataclass(frozen=True)
+class ArchOptimizer:
+    """Adam on the architecture logits (search only); they stay put for the first ``warmup_epochs``."""
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    warmup_epochs: int = 0
+
+
+ADABERT_KD = KDSettings(gamma=0.8, temperature=1.0)  # AdaBERT's γ = 0.8
 
 
 def tau_at(step: int, total: int, start: float, end: float) -> float:
@@ -101,6 +105,15 @@ class AdaBertModule(L.LightningModule):
     Logs ``train/{loss,ce,kd,efficiency}``, ``arch/num_cells``, ``arch/tau`` and, per validation of the
     argmax child, ``val/<metric>`` and ``val/score``; ``best`` keeps the metrics at the best ``val/score`` and
     ``history`` the derived architecture after each validation (search).
+
+    Args:
+        model: a super-network (``config.is_search``) or a child; targets: the teacher's logits and probes per
+            training row (batches carry ``index``); metrics: names for ``build_metrics``.
+        total_steps: the LR/τ schedule length; None: what the Trainer will run.
+        kd: γ and T of ``L = (1 − γ)·L_CE + γ·L_KD + β·L_E``; beta: β, the efficiency weight (0 when retraining).
+        tau, weight_optimizer, arch_optimizer: the Gumbel temperature schedule and the two optimizers.
+        seed: per-batch seeds (``mix_seed``) of the Gumbel noise and dropout; on_best: called with ``best``
+            (on rank 0) when the dev score improves.
     """
 
     def __init__(
@@ -109,17 +122,11 @@ class AdaBertModule(L.LightningModule):
         targets: TeacherTargets,
         metrics: tuple[str, ...],
         total_steps: int | None = None,
-        gamma: float = 0.8,
+        kd: KDSettings = ADABERT_KD,
         beta: float = 4.0,
-        temperature: float = 1.0,
-        tau: tuple[float, float] = (1.0, 0.1),
-        lr: tuple[float, float] = (2e-2, 5e-4),
-        momentum: float = 0.9,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-4,
-        arch_weight_decay: float = 1e-3,
-        grad_clip: float | None = 5.0,
-        arch_warmup_epochs: int = 0,
+        tau: TauSchedule = TauSchedule(),  # noqa: B008  (frozen: a shared default is safe)
+        weight_optimizer: WeightOptimizer = WeightOptimizer(),  # noqa: B008
+        arch_optimizer: ArchOptimizer = ArchOptimizer(),  # noqa: B008
         seed: int = 0,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
@@ -132,11 +139,8 @@ class AdaBertModule(L.LightningModule):
         self.num_labels = model.config.num_labels
         self.val_metrics = build_metrics(metrics, self.num_labels)
         self.total_steps = total_steps
-        self.gamma, self.beta, self.temperature = gamma, beta, temperature
-        self.tau, self.lr, self.momentum, self.weight_decay = tau, lr, momentum, weight_decay
-        self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
-        self.grad_clip = grad_clip
-        self.arch_warmup_epochs = arch_warmup_epochs
+        self.kd, self.beta, self.tau = kd, beta, tau
+        self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.seed = seed
         self.on_best = on_best
         self.best: dict[str, float] = {}
@@ -149,7 +153,7 @@ class AdaBertModule(L.LightningModule):
         # The Gumbel noise and dropout of a batch depend only on (seed, batch): a run resumed from a checkpoint
         # samples what an uninterrupted one would, and every DDP rank samples the same architecture.
         torch.manual_seed(mix_seed(self.seed, self.batches_done))
-        tau = tau_at(self.batches_done, self.schedule_steps, *self.tau)
+        tau = tau_at(self.batches_done, self.schedule_steps, self.tau.start, self.tau.end)
         sample: ArchitectureSample | None = self.model.sample_architecture(tau) if self.search else None
         out = self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -157,12 +161,14 @@ class AdaBertModule(L.LightningModule):
         )  # fmt: skip
         rows = batch["index"]
         ce = F.cross_entropy(out.logits, batch["labels"])
-        kd = distillation_loss(out.logits, out.cell_logits, self.teacher_logits[rows],
-                               self.probe_logits[:, rows], self.temperature)  # fmt: skip
+        kd = hierarchical_kd_loss(student_logits=out.logits, student_cell_logits=out.cell_logits,
+                                  teacher_logits=self.teacher_logits[rows],
+                                  teacher_probe_logits=self.probe_logits[:, rows],
+                                  temperature=self.kd.temperature)  # fmt: skip
         efficiency = (
             self.model.efficiency_loss(sample) if sample is not None else torch.zeros((), device=ce.device)
         )
-        loss = (1 - self.gamma) * ce + self.gamma * kd + self.beta * efficiency
+        loss = mix_kd(ce, kd, self.kd.gamma) + self.beta * efficiency
         if not torch.isfinite(loss):  # stop before the weights (and the saved checkpoints) turn to nan
             raise FloatingPointError(
                 f"AdaBERT {'search' if self.search else 'retrain'}: the loss is {float(loss)} at step "
@@ -173,13 +179,12 @@ class AdaBertModule(L.LightningModule):
         for opt in optimizers:
             opt.zero_grad()
         self.manual_backward(loss)
-        if self.grad_clip:  # the weights only; Adam on the architecture logits is scale-free
-            self.clip_gradients(
-                optimizers[0], gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
-            )
+        grad_clip = self.weight_optimizer.grad_clip
+        if grad_clip:  # the weights only; Adam on the architecture logits is scale-free
+            self.clip_gradients(optimizers[0], gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
         # During the warm-up the architecture logits stay put: the shared weights first learn under uniformly
         # sampled architectures, so the first choices are not made by untrained ops (which favour zero and skip).
-        warming_up = self.current_epoch < self.arch_warmup_epochs
+        warming_up = self.current_epoch < self.arch_optimizer.warmup_epochs
         for opt in optimizers[:1] if warming_up else optimizers:
             opt.step()
         self.lr_schedulers().step()
@@ -200,20 +205,14 @@ class AdaBertModule(L.LightningModule):
         self.val_metrics.update(out.logits.argmax(-1), batch["labels"])
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
-        self.val_metrics.reset()
-        values = {k: 0.0 if math.isnan(v) else v for k, v in values.items()}
-        score = task_score(values)
-        for k, v in values.items():
-            self.log(f"val/{k}", v)
-        self.log("val/score", score, prog_bar=True)
+        values, score = log_task_metrics(self, self.val_metrics, "val", nan_to_zero=True, prog_bar=True)
         if self.trainer.sanity_checking:
             return
         if self.search:
             arch = self.model.derive()
             self.history.append({"step": self.batches_done, "val/score": score, "num_cells": arch.num_cells,
                                  "genotype": arch.genotype})  # fmt: skip
-        if score > self.best.get("val/score", -math.inf):
+        if is_new_best(self.best, {"val/score": score}, "val/score"):
             self.best = {**{f"val/{k}": v for k, v in values.items()}, "val/score": score,
                          "best_step": float(self.batches_done)}  # fmt: skip
             if self.on_best is not None and self.trainer.is_global_zero:  # one rank writes the model
@@ -223,11 +222,7 @@ class AdaBertModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.val_metrics.compute().items()}
-        self.val_metrics.reset()
-        for k, v in values.items():
-            self.log(f"test/{k}", v)
-        self.log("test/score", task_score(values))
+        log_task_metrics(self, self.val_metrics, "test", nan_to_zero=False)
 
     # A resumed run keeps what it had found: the best dev metrics and the search trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -239,12 +234,13 @@ class AdaBertModule(L.LightningModule):
 
     def configure_optimizers(self):
         self.schedule_steps = schedule_length(self)
-        weights = torch.optim.SGD(self.model.weight_parameters(), lr=self.lr[0], momentum=self.momentum,
-                                  weight_decay=self.weight_decay)  # fmt: skip
+        w = self.weight_optimizer
+        weights = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr_start, momentum=w.momentum,
+                                  weight_decay=w.weight_decay)  # fmt: skip
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=self.schedule_steps,
-                                                            eta_min=self.lr[1])  # fmt: skip
+                                                            eta_min=w.lr_end)  # fmt: skip
         if not self.search:
             return {"optimizer": weights, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
-        arch = torch.optim.Adam(self.model.architecture_parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
-                                weight_decay=self.arch_weight_decay)  # fmt: skip
+        arch = torch.optim.Adam(self.model.architecture_parameters(), lr=self.arch_optimizer.lr, betas=(0.5, 0.999),
+                                weight_decay=self.arch_optimizer.weight_decay)  # fmt: skip
         return [weights, arch], [{"scheduler": cosine, "interval": "step"}]

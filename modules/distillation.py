@@ -1,6 +1,6 @@
 """The LightningModule of flash and regular distillation (AutoDistill §3.3).
 
-One training step, by stage (see callbacks/progressive.py):
+One training step, by stage (see modules/progressive.py):
     block stage k:  L = w_att · L_MHA^k + w_fm · L_FM^k        (only blocks 1..k run)
     pre-training:   L = L_D = α·L_MLM + (1−α)·L_MLM-KD + L_NSP (+ w_layer · Σ_k layer-wise terms)
 where block k learns from teacher layer ``teacher_layers[k]`` and a dense projection maps the
@@ -17,10 +17,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from callbacks.progressive import PRETRAINING, Stage, stage_at
 from core.dtypes import DTYPES
 from core.seeding import mix_seed
 from modules.losses import attention_transfer_loss, feature_map_loss, pretraining_distillation_loss
+from modules.progressive import PRETRAINING, Stage, stage_at
 from modules.student import StudentForPreTraining
 from modules.teacher import Teacher
 from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack
@@ -28,6 +28,9 @@ from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack
 
 @dataclass
 class LossWeights:
+    """Weights of the distillation losses (AutoDistill §3.3): per block stage ``attention·L_MHA + feature·L_FM``;
+    in pre-training ``L_D`` (α, temperature of its MLM-KD term) plus ``layerwise_in_pretraining`` x the layer terms."""
+
     attention: float = 1.0  # L_MHA
     feature: float = 1.0  # L_FM
     alpha: float = 0.5  # α in L_D; effectively 1 without teacher MLM logits
@@ -57,6 +60,12 @@ def lr_lambda(step: int, schedule: list[Stage], warmup_fraction: float) -> float
 
 
 class DistillationModule(L.LightningModule):
+    """Flash / regular distillation of a ``StudentForPreTraining`` from a frozen ``Teacher`` (module docstring).
+
+    Block k learns from teacher layer ``teacher_layers[k]``; ``schedule`` (``modules.progressive``) says what
+    each global step trains; ``teacher_cache`` reuses teacher outputs across runs (bit-exact in float32).
+    Logs ``train/*`` per step and ``val/*`` per validation."""
+
     def __init__(
         self,
         student: StudentForPreTraining,
@@ -118,9 +127,13 @@ class DistillationModule(L.LightningModule):
         self, block: int, student_out, targets: dict, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.teacher_layers[block]
-        mha = attention_transfer_loss(targets["attentions"][layer], student_out.attentions[block], mask)
+        mha = attention_transfer_loss(
+            student_probs=student_out.attentions[block], teacher_probs=targets["attentions"][layer], attention_mask=mask
+        )
         fm = feature_map_loss(
-            targets["hidden_states"][layer], self.projections[block](student_out.block_outputs[block]), mask
+            student_hidden=self.projections[block](student_out.block_outputs[block]),
+            teacher_hidden=targets["hidden_states"][layer],
+            attention_mask=mask,
         )
         return mha, fm
 
@@ -149,14 +162,14 @@ class DistillationModule(L.LightningModule):
         mlm_logits = self.student.mlm(enc.last_hidden_state[masked])  # (M, V): only where there is a label
         nsp_logits = self.student.nsp(enc.pooler_output)
         ld = pretraining_distillation_loss(
-            mlm_logits,
-            batch["labels"][masked],
-            w.alpha,
-            targets.get("mlm_logits"),
-            targets.get("mlm_topk_indices"),
-            w.temperature,
-            nsp_logits,
-            batch["next_sentence_label"],
+            student_mlm_logits=mlm_logits,
+            labels=batch["labels"][masked],
+            alpha=w.alpha,
+            teacher_mlm_logits=targets.get("mlm_logits"),
+            teacher_topk_indices=targets.get("mlm_topk_indices"),
+            temperature=w.temperature,
+            student_nsp_logits=nsp_logits,
+            next_sentence_label=batch["next_sentence_label"],
         )
         losses = {"loss": ld.total, "mlm": ld.mlm, "nsp": ld.nsp}
         if ld.mlm_kd is not None:

@@ -14,30 +14,21 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import Accuracy, F1Score, MatthewsCorrCoef
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-# GLUE's official metric(s) per task; the task score (the paper's table) is their mean, x100.
-GLUE_METRICS: dict[str, tuple[str, ...]] = {
-    "cola": ("mcc",),
-    "sst2": ("acc",),
-    "mrpc": ("f1", "acc"),
-    "stsb": ("pearson", "spearman"),
-    "qqp": ("f1", "acc"),
-    "mnli": ("acc",),
-    "qnli": ("acc",),
-    "rte": ("acc",),
-    "wnli": ("acc",),
-}
+from datamodules.glue import GLUE_TASKS
+from modules.losses import NO_KD, KDSettings, mix_kd, task_kd_loss
 
 
 def metric_names(glue_task: str | None, num_labels: int) -> tuple[str, ...]:
     """The metrics of a task: GLUE's for a GLUE task; for a local task, by its label type."""
     if glue_task is not None:
-        return GLUE_METRICS[glue_task]
+        return GLUE_TASKS[glue_task].metrics  # the official ones; the task score is their mean x 100
     if num_labels == 1:
         return ("pearson", "spearman")
     return ("acc", "f1") if num_labels == 2 else ("acc",)
 
 
 def build_metrics(names: tuple[str, ...], num_labels: int) -> MetricCollection:
+    """torchmetrics for ``names`` (acc, f1, mcc, pearson, spearman). Raises KeyError for an unknown name."""
     task = "binary" if num_labels == 2 else "multiclass"
     make: dict[str, Callable[[], nn.Module]] = {
         "acc": lambda: Accuracy(task=task, num_classes=num_labels),
@@ -57,7 +48,18 @@ def task_score(values: dict[str, float]) -> float:
 def linear_warmup_decay(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """BERT's fine-tuning schedule: linear warm-up over the first steps, then linear decay to 0."""
+    """BERT's fine-tuning schedule: linear warm-up over the first steps, then linear decay to 0.
+
+    Not transformers' ``get_linear_schedule_with_warmup``: that one warms up as step/w, so its first step runs at
+    LR 0 (a wasted step), where this one runs step s at (s + 1)/w; after the warm-up they agree.
+    ``tests/test_finetune.py::test_linear_warmup_decay_vs_transformers`` pins the difference; switching
+    would change every fine-tuning run's numbers.
+
+    Args:
+        total_steps: optimizer steps the schedule spans; warmup_fraction: of them, in [0, 1).
+    Returns:
+        a per-step ``LambdaLR`` (multiplier of the optimizer's LR).
+    """
     warmup = max(1, round(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
@@ -76,15 +78,71 @@ def schedule_length(module: L.LightningModule) -> int:
     return max(1, int(module.trainer.estimated_stepping_batches))
 
 
-def kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, regression: bool
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing shared by FinetuneModule and QAModule (plain functions, not a base class: STYLE 2).
+#
+# The best-dev model is saved by the recipe's ``on_best`` hook, not Lightning's ModelCheckpoint: the contract is an
+# HF-format model dir (``save_pretrained``, loadable by AutoModel*), not a Lightning .ckpt, and the ranking is
+# the task score computed here at validation end.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def frozen_teacher(teacher: nn.Module | None) -> list[nn.Module]:
+    """The KD teacher, frozen and in eval mode, in a list: a list hides it from ``nn.Module``'s registry, so it is
+    never trained, moved by Lightning as a submodule, or checkpointed. Empty without a teacher."""
+    return [teacher.eval().requires_grad_(False)] if teacher is not None else []
+
+
+def teacher_for_step(module: L.LightningModule, device: torch.device) -> nn.Module | None:
+    """The frozen teacher on ``device`` when this step distils (a teacher and γ > 0), else None."""
+    if module._teacher and module.kd.gamma > 0:
+        return module._teacher[0].to(device)
+    return None
+
+
+def log_training_loss(
+    module: L.LightningModule, ce: torch.Tensor, kd: torch.Tensor | None
 ) -> torch.Tensor:
-    """Soft-target KD (Hinton): T²·KL(softmax(t/T) ‖ softmax(s/T)); MSE on the teacher's output for regression."""
-    if regression:
-        return F.mse_loss(student.squeeze(-1), teacher.squeeze(-1))
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                    reduction="batchmean") * t * t  # fmt: skip
+    """The training loss (``ce``, or ``(1 − γ)·ce + γ·kd`` with KD), logged as train/{kd, ce, loss}."""
+    loss = ce
+    if kd is not None:
+        loss = mix_kd(ce, kd, module.kd.gamma)
+        module.log("train/kd", kd)
+    module.log("train/ce", ce)
+    module.log("train/loss", loss, prog_bar=True)
+    return loss
+
+
+def log_task_metrics(
+    module: L.LightningModule, metrics: MetricCollection, prefix: str, nan_to_zero: bool, prog_bar: bool = False
+) -> tuple[dict[str, float], float]:
+    """Compute and reset ``metrics``, log each as ``<prefix>/<name>`` and the task score as ``<prefix>/score``.
+
+    ``nan_to_zero``: a metric that is undefined (nan, e.g. MCC of a constant guess) counts as 0, so it can be
+    ranked. Returns the values and the task score (percent).
+    """
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    metrics.reset()
+    if nan_to_zero:
+        values = {k: (0.0 if math.isnan(v) else v) for k, v in values.items()}
+    score = task_score(values)
+    for k, v in values.items():
+        module.log(f"{prefix}/{k}", v)
+    module.log(f"{prefix}/score", score, prog_bar=prog_bar)
+    return values, score
+
+
+def is_new_best(best: dict[str, float], current: dict[str, float], ranked: str) -> bool:
+    """Whether ``current[ranked]`` beats the best so far (``best`` is empty before the first validation)."""
+    return current[ranked] > best.get(ranked, -math.inf)
+
+
+def warmup_decay_optimizer(module: L.LightningModule, parameters) -> dict:
+    """``configure_optimizers``' answer: the module's optimizer factory on ``parameters``, stepped per batch by
+    ``linear_warmup_decay`` over ``schedule_length(module)`` with ``module.warmup_fraction``."""
+    optimizer = module.optimizer_factory(parameters)
+    scheduler = linear_warmup_decay(optimizer, schedule_length(module), module.warmup_fraction)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class FinetuneModule(L.LightningModule):
@@ -104,8 +162,7 @@ class FinetuneModule(L.LightningModule):
         warmup_fraction: float = 0.1,
         val_names: tuple[str, ...] = ("val",),
         kd_teacher: nn.Module | None = None,
-        kd_gamma: float = 0.0,
-        kd_temperature: float = 1.0,
+        kd: KDSettings = NO_KD,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
@@ -118,10 +175,8 @@ class FinetuneModule(L.LightningModule):
         self.val_names = val_names
         self.val_metrics = nn.ModuleList([build_metrics(metrics, num_labels) for _ in val_names])
         self.test_metrics = build_metrics(metrics, num_labels)
-        # The teacher is frozen, in eval mode, and not a submodule: never trained, never checkpointed.
-        self._teacher = [kd_teacher.eval().requires_grad_(False)] if kd_teacher is not None else []
-        self.kd_gamma = kd_gamma
-        self.kd_temperature = kd_temperature
+        self._teacher = frozen_teacher(kd_teacher)
+        self.kd = kd
         self.on_best = on_best
         self.best: dict[str, float] = {}
         self.validated_at = -1  # the global step of the last full validation
@@ -141,18 +196,15 @@ class FinetuneModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         ce = self.task_loss(logits, batch["labels"])
-        loss = ce
-        if self._teacher and self.kd_gamma > 0:
-            teacher = self._teacher[0].to(logits.device)
+        kd = None
+        teacher = teacher_for_step(self, logits.device)
+        if teacher is not None:
             with torch.no_grad():
                 t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                    token_type_ids=batch.get("token_type_ids")).logits  # fmt: skip
-            kd = kd_loss(logits, t_logits, self.kd_temperature, self.regression)
-            loss = (1 - self.kd_gamma) * ce + self.kd_gamma * kd
-            self.log("train/kd", kd)
-        self.log("train/ce", ce)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+            kd = task_kd_loss(student_logits=logits, teacher_logits=t_logits, temperature=self.kd.temperature,
+                              regression=self.regression)  # fmt: skip
+        return log_training_loss(self, ce, kd)
 
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1).float() if self.regression else logits.argmax(-1)
@@ -170,19 +222,10 @@ class FinetuneModule(L.LightningModule):
             self.validated_at = self.global_step
         current: dict[str, float] = {}  # every validation set's metrics; the first one ranks checkpoints
         for name, metrics in zip(self.val_names, self.val_metrics):
-            values = {k: float(v) for k, v in metrics.compute().items()}
-            metrics.reset()
-            values = {
-                k: (0.0 if math.isnan(v) else v) for k, v in values.items()
-            }  # e.g. MCC of a constant guess
-            for k, v in values.items():
-                self.log(f"{name}/{k}", v)
-            self.log(f"{name}/score", task_score(values))
-            current.update(
-                {**{f"{name}/{k}": v for k, v in values.items()}, f"{name}/score": task_score(values)}
-            )
+            values, score = log_task_metrics(self, metrics, name, nan_to_zero=True)
+            current.update({**{f"{name}/{k}": v for k, v in values.items()}, f"{name}/score": score})
         ranked = f"{self.val_names[0]}/score"
-        if not self.trainer.sanity_checking and current[ranked] > self.best.get(ranked, -math.inf):
+        if not self.trainer.sanity_checking and is_new_best(self.best, current, ranked):
             # MNLI's mismatched numbers come from the same step as the matched best (the paper's protocol).
             self.best = {**current, "best_step": float(self.global_step)}
             if self.on_best is not None:
@@ -192,16 +235,10 @@ class FinetuneModule(L.LightningModule):
         self.test_metrics.update(self._predictions(self(batch)), batch["labels"])
 
     def on_test_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
-        self.test_metrics.reset()
-        for k, v in values.items():
-            self.log(f"test/{k}", v)
-        self.log("test/score", task_score(values))
+        log_task_metrics(self, self.test_metrics, "test", nan_to_zero=False)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prediction": self._predictions(self(batch))}
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.model.parameters())
-        scheduler = linear_warmup_decay(optimizer, schedule_length(self), self.warmup_fraction)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_decay_optimizer(self, self.model.parameters())

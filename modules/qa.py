@@ -24,10 +24,14 @@ from torchmetrics.functional.text import squad as squad_metric
 
 from datamodules.squad_features import NOT_CONTEXT
 from datamodules.squad_files import QAExample
-from modules.finetuning import kd_loss, linear_warmup_decay, schedule_length
-
-# A logit that no span can win with, finite so softmax / KL stay finite on masked positions.
-_MASKED = -1e4
+from modules.finetuning import (
+    frozen_teacher,
+    is_new_best,
+    log_training_loss,
+    teacher_for_step,
+    warmup_decay_optimizer,
+)
+from modules.losses import NO_KD, KDSettings, span_kd_loss
 
 
 @dataclass
@@ -104,21 +108,6 @@ def squad_scores(predictions: dict[str, str], examples: list[QAExample]) -> dict
     return {"exact_match": float(result["exact_match"]), "f1": float(result["f1"])}
 
 
-def span_kd_loss(
-    student: tuple[torch.Tensor, torch.Tensor],
-    teacher: tuple[torch.Tensor, torch.Tensor],
-    attention_mask: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """Soft-target KD on the start and on the end position distributions (padding masked), averaged."""
-    pad = attention_mask == 0
-    losses = [
-        kd_loss(s.masked_fill(pad, _MASKED), t.masked_fill(pad, _MASKED), temperature, regression=False)
-        for s, t in zip(student, teacher)
-    ]
-    return (losses[0] + losses[1]) / 2
-
-
 def span_ce_loss(
     start_logits: torch.Tensor, end_logits: torch.Tensor, start: torch.Tensor, end: torch.Tensor
 ) -> torch.Tensor:
@@ -144,8 +133,7 @@ class QAModule(L.LightningModule):
         max_answer_len: int = 30,
         warmup_fraction: float = 0.1,
         kd_teacher: nn.Module | None = None,
-        kd_gamma: float = 0.0,
-        kd_temperature: float = 1.0,
+        kd: KDSettings = NO_KD,
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
@@ -155,9 +143,8 @@ class QAModule(L.LightningModule):
         self.total_steps = total_steps
         self.max_answer_len = max_answer_len
         self.warmup_fraction = warmup_fraction
-        self._teacher = [kd_teacher.eval().requires_grad_(False)] if kd_teacher is not None else []
-        self.kd_gamma = kd_gamma
-        self.kd_temperature = kd_temperature
+        self._teacher = frozen_teacher(kd_teacher)
+        self.kd = kd
         self.on_best = on_best
         self.best: dict[str, float] = {}
         self.best_predictions: dict[str, str] = {}
@@ -177,19 +164,17 @@ class QAModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         start_logits, end_logits = self(batch)
         ce = span_ce_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
-        loss = ce
-        if self._teacher and self.kd_gamma > 0:
-            teacher = self._teacher[0].to(start_logits.device)
+        kd = None
+        teacher = teacher_for_step(self, start_logits.device)
+        if teacher is not None:
             with torch.no_grad():
-                t_logits = self(batch, model=teacher)
+                t_start, t_end = self(batch, model=teacher)
             kd = span_kd_loss(
-                (start_logits, end_logits), t_logits, batch["attention_mask"], self.kd_temperature
-            )
-            loss = (1 - self.kd_gamma) * ce + self.kd_gamma * kd
-            self.log("train/kd", kd)
-        self.log("train/ce", ce)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+                student_start_logits=start_logits, student_end_logits=end_logits,
+                teacher_start_logits=t_start, teacher_end_logits=t_end,
+                attention_mask=batch["attention_mask"], temperature=self.kd.temperature,
+            )  # fmt: skip
+        return log_training_loss(self, ce, kd)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         start_logits, end_logits = self(batch)
@@ -220,16 +205,15 @@ class QAModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.validated_at = self.global_step
-        if values["score"] > self.best.get("val/score", -math.inf):
-            self.best = {**{f"val/{k}": v for k, v in values.items()}, "best_step": float(self.global_step)}
+        current = {f"val/{k}": v for k, v in values.items()}
+        if is_new_best(self.best, current, "val/score"):
+            self.best = {**current, "best_step": float(self.global_step)}
             self.best_predictions = predictions
             if self.on_best is not None:
                 self.on_best(self.best)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.model.parameters())
-        scheduler = linear_warmup_decay(optimizer, schedule_length(self), self.warmup_fraction)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_decay_optimizer(self, self.model.parameters())
 
 
 def write_predictions(path: Path, predictions: dict[str, str]) -> None:

@@ -1,5 +1,8 @@
 """The student template (AutoDistill Fig. 2, after MobileBERT): one plain file, read top to bottom.
 
+Long on purpose: config -> outputs -> layers -> encoder -> heads, the nanoGPT model.py shape (STYLE 5); split
+up, a reader would jump between files to follow one forward pass.
+
 A student is an embedding layer, a chain of building blocks and a task head. Each block has five
 factors (``BlockSpec``): hidden size (block input/output width, the MHA input width), bottleneck size
 (MHA output width = the inner width of the block), attention heads, FFN intermediate size and the
@@ -17,6 +20,9 @@ Blocks may differ (a per-block list); where consecutive hidden sizes differ a de
 one to the next. The embedding width is the first block's hidden size and the MLM decoder is tied to
 the word embeddings, as in BERT.
 
+The spec (``BlockSpec``, ``StudentSpec``, names) is in modules/student_spec.py, the analytic parameter and FLOP
+counts in modules/student_costs.py, and the embedding initialisation from a teacher in modules/embedding_init.py.
+
 Importing this module registers the classes with ``transformers``' Auto* factories, so a saved
 student loads with ``AutoModel.from_pretrained(dir)`` (and the head classes) after ``import modules``.
 """
@@ -24,13 +30,11 @@ student loads with ``AutoModel.from_pretrained(dir)`` (and the head classes) aft
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -46,159 +50,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-# --------------------------------------------------------------------------------------------------
-# Architecture description
-# --------------------------------------------------------------------------------------------------
-
-BLOCK_FACTORS = ("hidden_size", "bottleneck_size", "num_heads", "intermediate_size", "num_ffn")
-_NAME_RE = re.compile(r"^(?:Model_)?(\d+)_(\d+)_(\d+)_(\d+)_(\d+)$")
-
-
-@dataclass
-class BlockSpec:
-    """The five factors of one building block (AutoDistill Table 1).
-
-    Named like the paper: ``BlockSpec.from_name("Model_512_128_1_640_2")`` is hidden 512,
-    bottleneck 128, 1 head, intermediate 640, 2 stacked FFNs.
-    """
-
-    hidden_size: int
-    bottleneck_size: int
-    num_heads: int
-    intermediate_size: int
-    num_ffn: int
-
-    def __post_init__(self) -> None:
-        problem = block_problem(self)
-        if problem:
-            raise ValueError(f"student block: {problem}")
-
-    @property
-    def name(self) -> str:
-        return "_".join(str(getattr(self, f)) for f in BLOCK_FACTORS)
-
-    @property
-    def has_bottleneck(self) -> bool:
-        return self.hidden_size != self.bottleneck_size
-
-    @classmethod
-    def from_name(cls, name: str) -> BlockSpec:
-        match = _NAME_RE.match(name.strip())
-        if not match:
-            raise ValueError(
-                f"'{name}' is not a block name: expected Model_<hidden>_<bottleneck>_<heads>_<intermediate>_<ffns>, "
-                "e.g. Model_512_128_4_512_4"
-            )
-        return cls(*(int(g) for g in match.groups()))
-
-
-def block_problem(block: Any) -> str:
-    """What is wrong with a block's factors ('' when nothing is): one message naming the field."""
-    for name in BLOCK_FACTORS:
-        value = getattr(block, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"{name} must be a positive integer, got {value!r}"
-    if block.bottleneck_size % block.num_heads:
-        divisors = [h for h in (1, 2, 4, 8, 16) if block.bottleneck_size % h == 0]
-        return (
-            f"bottleneck_size={block.bottleneck_size} is not divisible by num_heads={block.num_heads} "
-            f"(each head gets bottleneck_size / num_heads dims); use num_heads in {divisors}"
-        )
-    return ""
-
-
-@dataclass
-class StudentSpec:
-    """Hydra schema of the ``student`` config group.
-
-    Give either ``block`` (the paper's n identical blocks) or ``blocks`` (one entry per block).
-    """
-
-    num_blocks: int = MISSING
-    block: BlockSpec | None = None
-    blocks: list[BlockSpec] | None = None
-    vocab_size: int | None = None  # null = the teacher tokenizer's vocabulary (the student shares it)
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    # Copy the teacher's embeddings into the student, resampled to its width (AutoDistill §3.3.2).
-    init_embeddings_from_teacher: bool = True
-    embedding_resample: str = "interpolate"  # interpolate | pca
-
-    def __post_init__(self) -> None:
-        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks <= 0:
-            raise ValueError(f"student.num_blocks must be a positive integer, got {self.num_blocks!r}")
-        if (self.block is None) == (self.blocks is None):
-            raise ValueError(
-                "student: give exactly one of `block` (n identical blocks) or `blocks` (a per-block list); "
-                f"got {'both' if self.block is not None else 'neither'}"
-            )
-        if self.blocks is not None and len(self.blocks) != self.num_blocks:
-            raise ValueError(
-                f"student.blocks has {len(self.blocks)} entries but student.num_blocks={self.num_blocks}; "
-                "make them equal (one entry per block)"
-            )
-        if self.embedding_resample not in RESAMPLE_METHODS:
-            raise ValueError(
-                f"student.embedding_resample must be one of {RESAMPLE_METHODS}, got {self.embedding_resample!r}"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"student.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(
-                f"student.hidden_act={self.hidden_act!r} is unknown; use e.g. gelu, relu, gelu_new"
-            )
-
-    def block_list(self) -> list[BlockSpec]:
-        if self.blocks is not None:
-            return list(self.blocks)
-        return [self.block] * self.num_blocks
-
-    @property
-    def name(self) -> str:
-        return student_name(self.block_list())
-
-    def to_hf_config(self, vocab_size: int | None = None, **kwargs: Any) -> StudentConfig:
-        """The HF config of this student.
-
-        Args:
-            vocab_size: the teacher tokenizer's vocabulary size; must agree with ``student.vocab_size`` if set.
-        """
-        if self.vocab_size is not None and vocab_size is not None and self.vocab_size != vocab_size:
-            raise ValueError(
-                f"student.vocab_size={self.vocab_size} but the teacher's tokenizer has {vocab_size} tokens; "
-                "the student shares the teacher's tokenizer, so leave student.vocab_size null"
-            )
-        vocab = self.vocab_size if self.vocab_size is not None else vocab_size
-        if vocab is None:
-            raise ValueError(
-                "student.vocab_size is null and no teacher vocabulary was given; set student.vocab_size"
-            )
-        return StudentConfig(
-            blocks=[asdict(b) for b in self.block_list()],
-            vocab_size=vocab,
-            max_position_embeddings=self.max_position_embeddings,
-            type_vocab_size=self.type_vocab_size,
-            hidden_act=self.hidden_act,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-            layer_norm_eps=self.layer_norm_eps,
-            initializer_range=self.initializer_range,
-            **kwargs,
-        )
-
-
-def student_name(blocks: list[BlockSpec]) -> str:
-    """``Model_512_128_4_512_4x24`` for n identical blocks; block names joined by '-' otherwise."""
-    names = [b.name for b in blocks]
-    if len(set(names)) == 1:
-        return f"Model_{names[0]}x{len(names)}"
-    return "Model_" + "-".join(names)
+from modules.student_spec import BlockSpec, StudentSpec, block_problem, student_name, unchecked_block
 
 
 class StudentConfig(PreTrainedConfig):
@@ -232,10 +84,42 @@ class StudentConfig(PreTrainedConfig):
                 raise ValueError(f"student.blocks[{i}]: {problem}")
         super().__post_init__(**kwargs)
 
+    @classmethod
+    def from_spec(cls, spec: StudentSpec, vocab_size: int | None = None, **kwargs: Any) -> StudentConfig:
+        """The HF config of the student ``spec`` describes (``kwargs`` go to the config, e.g. ``num_labels``).
+
+        Args:
+            vocab_size: the teacher tokenizer's vocabulary size; must agree with ``student.vocab_size`` if set.
+        Raises:
+            ValueError: the two vocabulary sizes disagree, or neither is given.
+        """
+        if spec.vocab_size is not None and vocab_size is not None and spec.vocab_size != vocab_size:
+            raise ValueError(
+                f"student.vocab_size={spec.vocab_size} but the teacher's tokenizer has {vocab_size} tokens; "
+                "the student shares the teacher's tokenizer, so leave student.vocab_size null"
+            )
+        vocab = spec.vocab_size if spec.vocab_size is not None else vocab_size
+        if vocab is None:
+            raise ValueError(
+                "student.vocab_size is null and no teacher vocabulary was given; set student.vocab_size"
+            )
+        return cls(
+            blocks=[asdict(b) for b in spec.block_list()],
+            vocab_size=vocab,
+            max_position_embeddings=spec.max_position_embeddings,
+            type_vocab_size=spec.type_vocab_size,
+            hidden_act=spec.hidden_act,
+            hidden_dropout_prob=spec.hidden_dropout_prob,
+            attention_probs_dropout_prob=spec.attention_probs_dropout_prob,
+            layer_norm_eps=spec.layer_norm_eps,
+            initializer_range=spec.initializer_range,
+            **kwargs,
+        )
+
     @property
     def block_specs(self) -> list[BlockSpec]:
         # Validation happens in __post_init__ with the block index in the message, so build without it here.
-        return [_unchecked_block(b) for b in self.blocks]
+        return [unchecked_block(b) for b in self.blocks]
 
     @property
     def num_blocks(self) -> int:
@@ -253,18 +137,6 @@ class StudentConfig(PreTrainedConfig):
     @property
     def name(self) -> str:
         return student_name(self.block_specs)
-
-
-def _unchecked_block(d: dict | BlockSpec) -> BlockSpec:
-    if isinstance(d, BlockSpec):
-        return d
-    missing = [f for f in BLOCK_FACTORS if f not in d]
-    if missing:
-        raise ValueError(f"student block {d} lacks {missing}; each block needs {list(BLOCK_FACTORS)}")
-    block = object.__new__(BlockSpec)
-    for f in fields(BlockSpec):
-        setattr(block, f.name, d[f.name])
-    return block
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,6 +346,8 @@ class Block(nn.Module):
 
 
 class StudentPreTrainedModel(PreTrainedModel):
+    """HF plumbing shared by the student models: config class, weight initialisation, save/load."""
+
     config_class = StudentConfig
     config: StudentConfig
     base_model_prefix = "student"
@@ -622,6 +496,8 @@ class StudentForPreTraining(StudentPreTrainedModel):
 
 
 class StudentForMaskedLM(StudentPreTrainedModel):
+    """Encoder + MLM head (no NSP): logits (B, S, V); loss = MLM cross-entropy when labels are given."""
+
     _tied_weights_keys = {"mlm.decoder.weight": "student.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: StudentConfig):
@@ -720,167 +596,6 @@ class StudentForQuestionAnswering(StudentPreTrainedModel):
         return StudentQuestionAnsweringOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits, encoder=enc
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Analytic size and cost (per config, no weights needed)
-# --------------------------------------------------------------------------------------------------
-
-HEADS = ("none", "pretraining", "mlm", "classification", "qa")
-
-
-def _linear(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
-def num_parameters(config: StudentConfig, head: str = "none") -> int:
-    """Exact trainable parameter count of a student built from ``config`` (tied decoder counted once).
-
-    Args:
-        head: ``none`` (the encoder, ``StudentModel``), ``pretraining``, ``mlm``, ``classification``, ``qa``.
-    """
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    specs = config.block_specs
-    emb = config.embedding_size
-    total = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * emb + 2 * emb
-    for b in specs:
-        H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741
-        total += 3 * _linear(H, Bn) + _linear(Bn, Bn) + 2 * Bn  # q, k, v, attention output + LN
-        total += b.num_ffn * (_linear(Bn, I) + _linear(I, Bn) + 2 * Bn)
-        if b.has_bottleneck:
-            total += _linear(H, Bn) + 2 * Bn + _linear(Bn, H) + 2 * H
-    for a, b in zip(specs[:-1], specs[1:]):
-        if a.hidden_size != b.hidden_size:
-            total += _linear(a.hidden_size, b.hidden_size)
-    last = config.hidden_size
-    total += _linear(last, last)  # pooler
-    mlm = _linear(last, emb) + 2 * emb + config.vocab_size  # transform, LN, decoder bias (weight tied)
-    total += {
-        "none": 0,
-        "pretraining": mlm + _linear(last, 2),
-        "mlm": mlm,
-        "classification": _linear(last, config.num_labels),
-        "qa": _linear(last, 2),
-    }[head]
-    return total
-
-
-def flops(config: StudentConfig, seq_len: int, batch_size: int = 1) -> int:
-    """Forward FLOPs of the encoder (``StudentModel``), counting 2 per multiply-accumulate of every matmul.
-
-    Element-wise work (softmax, LayerNorm, activations, embedding sums) is left out, which is what
-    ``torch.utils.flop_counter.FlopCounterMode`` counts too; the test holds the two equal.
-    """
-    S = seq_len
-    per_token = 0
-    specs = config.block_specs
-    for b in specs:
-        H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741
-        per_token += 3 * H * Bn + Bn * Bn  # q, k, v, attention output
-        per_token += 2 * S * Bn  # scores (Q K^T) and context (P V), per query token
-        per_token += b.num_ffn * 2 * Bn * I
-        if b.has_bottleneck:
-            per_token += 2 * H * Bn
-    for a, b in zip(specs[:-1], specs[1:]):
-        if a.hidden_size != b.hidden_size:
-            per_token += a.hidden_size * b.hidden_size
-    per_sequence = S * per_token + config.hidden_size**2  # pooler reads [CLS] only
-    return 2 * batch_size * per_sequence
-
-
-# --------------------------------------------------------------------------------------------------
-# Embedding initialisation from a teacher (AutoDistill §3.3.2)
-# --------------------------------------------------------------------------------------------------
-
-RESAMPLE_METHODS = ("interpolate", "pca")
-
-
-@dataclass
-class EmbeddingWeights:
-    """A teacher's embedding tables, all (rows, D) except the LayerNorm vectors (D,)."""
-
-    word: torch.Tensor
-    position: torch.Tensor | None = None
-    token_type: torch.Tensor | None = None
-    norm_weight: torch.Tensor | None = None
-    norm_bias: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def resample_features(
-    weight: torch.Tensor, width: int, method: str, basis: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Resample the last (feature) axis of ``weight`` to ``width``.
-
-    Args:
-        weight: (N, D) or (D,).
-        method: ``interpolate`` — linear interpolation along the feature axis (the paper's "down- or
-            up-sample"); ``pca`` — project onto ``basis`` (D, width), see ``pca_basis``.
-    Returns:
-        (N, width) or (width,).
-    """
-    if method == "pca":
-        if basis is None:
-            raise ValueError("resample_features(method='pca') needs a basis from pca_basis()")
-        return weight @ basis
-    if method != "interpolate":
-        raise ValueError(f"unknown resample method {method!r}; use one of {RESAMPLE_METHODS}")
-    if weight.shape[-1] == width:
-        return weight.clone()
-    rows = weight.reshape(1, -1, weight.shape[-1]).float()  # (1, N, D): F.interpolate resamples the last axis
-    out = F.interpolate(rows, size=width, mode="linear", align_corners=True)
-    return out.reshape(*weight.shape[:-1], width).to(weight.dtype)
-
-
-def pca_basis(word: torch.Tensor, width: int) -> torch.Tensor:
-    """(D, width) orthonormal basis: the top principal directions of the word embeddings.
-
-    Down-sampling keeps the directions that carry most variance, and every table (word, position,
-    token type) goes through the same basis so their sum stays meaningful. Up-sampling keeps all D
-    directions and pads with zero columns.
-    """
-    D = word.shape[1]
-    centered = (word - word.mean(dim=0)).float()
-    _, _, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (D, D), rows = directions
-    basis = vh.T[:, : min(width, D)]
-    if width > D:
-        basis = torch.cat([basis, basis.new_zeros(D, width - D)], dim=1)
-    return basis.to(word.dtype)
-
-
-@torch.no_grad()
-def init_embeddings_from_teacher(
-    student: StudentModel, teacher: EmbeddingWeights, method: str = "interpolate"
-) -> None:
-    """Copy a teacher's embedding tables into the student, resampled to the student's width.
-
-    Positions and token types copy the rows both have; the vocabulary must be the same (the student
-    uses the teacher's tokenizer).
-    """
-    emb = student.embeddings
-    width = emb.word_embeddings.weight.shape[1]
-    if teacher.word.shape[0] != emb.word_embeddings.weight.shape[0]:
-        raise ValueError(
-            f"teacher vocabulary has {teacher.word.shape[0]} tokens but student.vocab_size="
-            f"{emb.word_embeddings.weight.shape[0]}; set student.vocab_size to the teacher's"
-        )
-    basis = pca_basis(teacher.word, width) if method == "pca" else None
-
-    def copy_rows(dst: nn.Embedding, src: torch.Tensor | None) -> None:
-        if src is None:
-            return
-        rows = min(dst.weight.shape[0], src.shape[0])
-        dst.weight[:rows] = resample_features(src[:rows], width, method, basis).to(dst.weight.dtype)
-
-    copy_rows(emb.word_embeddings, teacher.word)
-    copy_rows(emb.position_embeddings, teacher.position)
-    copy_rows(emb.token_type_embeddings, teacher.token_type)
-    # A LayerNorm's gain and bias are per feature; interpolation keeps their profile, whereas a PCA
-    # basis mixes features so there is no meaningful per-feature value: start from identity then.
-    if method == "interpolate" and teacher.norm_weight is not None:
-        emb.LayerNorm.weight.copy_(resample_features(teacher.norm_weight, width, method))
-        emb.LayerNorm.bias.copy_(resample_features(teacher.norm_bias, width, method))
 
 
 # --------------------------------------------------------------------------------------------------

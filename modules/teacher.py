@@ -28,7 +28,7 @@ from transformers import (
 
 from core.assets import resolve_path
 from core.dtypes import DTYPES
-from modules.student import EmbeddingWeights
+from modules.embedding_init import EmbeddingWeights
 
 log = logging.getLogger(__name__)
 

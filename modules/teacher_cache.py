@@ -29,13 +29,12 @@ log = logging.getLogger(__name__)
 
 MODES = ("disabled", "memory", "disk")
 
-# memory mode: one store per process, shared by the trials a Hydra basic launcher runs one after another.
-_MEMORY: dict[str, OrderedDict[str, dict]] = {}
-_MEMORY_BYTES: dict[str, int] = {}
 
 
 @dataclass
 class TeacherCacheConfig:
+    """``recipe.teacher_cache``: mode (disabled | memory | disk), directory (disk), size bound in GB, storage dtype."""
+
     mode: str = "disabled"  # disabled | memory | disk
     dir: str = "~/.cache/distill-recipes/teacher"
     max_gb: float = 4.0
@@ -71,11 +70,53 @@ def _nbytes(entry: dict) -> int:
     return sum(t.numel() * t.element_size() for t in entry.values() if isinstance(t, torch.Tensor))
 
 
-class TeacherCache:
-    """get/put teacher outputs by a string step id ("train/123", "val/4")."""
+class MemoryStore:
+    """The in-memory teacher outputs of one process: per cache key, step id -> entry, and the bytes held.
 
-    def __init__(self, cfg: TeacherCacheConfig, key: str):
+    ``memory`` mode keeps its entries here, not in the ``TeacherCache`` object, so the trials a Hydra basic
+    launcher runs one after another in the same process (each building its own ``TeacherCache``) share them.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, OrderedDict[str, dict]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def get(self, key: str, step_id: str) -> dict | None:
+        """The entry of ``step_id`` under cache ``key``, or None."""
+        return self._entries.get(key, {}).get(step_id)
+
+    def put(self, key: str, step_id: str, entry: dict) -> None:
+        """Store ``entry`` (tensors, counted in bytes) under cache ``key``."""
+        self._entries.setdefault(key, OrderedDict())[step_id] = entry
+        self._bytes[key] = self._bytes.get(key, 0) + _nbytes(entry)
+
+    def used_bytes(self, key: str) -> int:
+        """Bytes of tensors held under cache ``key``."""
+        return self._bytes.get(key, 0)
+
+    def clear(self) -> None:
+        """Drop every entry (tests and benchmarks start cold with it)."""
+        self._entries.clear()
+        self._bytes.clear()
+
+
+# The process's store: what `memory` mode shares between the in-process trials of one search.
+MEMORY_STORE = MemoryStore()
+
+
+class TeacherCache:
+    """get/put teacher outputs by a string step id ("train/123", "val/4").
+
+    Args:
+        cfg: mode, directory, size bound (GB) and storage dtype.
+        key: what the outputs depend on (teacher fingerprint, data, masking seed, ...): a new key never
+            reads another's entries.
+        memory: the store ``memory`` mode uses; the process's shared one by default.
+    """
+
+    def __init__(self, cfg: TeacherCacheConfig, key: str, memory: MemoryStore = MEMORY_STORE):
         self.cfg, self.key = cfg, key
+        self.memory = memory
         self.dtype = DTYPES[cfg.dtype]
         self.max_bytes = int(cfg.max_gb * 2**30)
         self.hits = self.misses = 0
@@ -84,9 +125,6 @@ class TeacherCache:
             self.dir = resolve_path(cfg.dir) / key
             self.dir.mkdir(parents=True, exist_ok=True)
             self.bytes = sum(f.stat().st_size for f in self.dir.glob("*.pt"))
-        elif cfg.mode == "memory":
-            _MEMORY.setdefault(key, OrderedDict())
-            _MEMORY_BYTES.setdefault(key, 0)
 
     @property
     def enabled(self) -> bool:
@@ -98,7 +136,7 @@ class TeacherCache:
     def get(self, step_id: str) -> dict | None:
         entry = None
         if self.cfg.mode == "memory":
-            entry = _MEMORY[self.key].get(step_id)
+            entry = self.memory.get(self.key, step_id)
         elif self.cfg.mode == "disk":
             path = self._path(step_id)
             if path.exists():
@@ -111,15 +149,14 @@ class TeacherCache:
 
     def put(self, step_id: str, entry: dict) -> None:
         size = _nbytes(entry)
-        used = _MEMORY_BYTES[self.key] if self.cfg.mode == "memory" else self.bytes
+        used = self.memory.used_bytes(self.key) if self.cfg.mode == "memory" else self.bytes
         if used + size > self.max_bytes:
             if not self._full_logged:
                 log.info("teacher cache full (%.2f GB): further steps are computed live", used / 2**30)
                 self._full_logged = True
             return
         if self.cfg.mode == "memory":
-            _MEMORY[self.key][step_id] = entry
-            _MEMORY_BYTES[self.key] += size
+            self.memory.put(self.key, step_id, entry)
         elif self.cfg.mode == "disk":
             torch_save_atomic(entry, self._path(step_id))  # atomic: concurrent trials never read half a file
             self.bytes += size

@@ -16,7 +16,7 @@ Reads top to bottom:
    the same loss minus L_E; the best-dev child is saved in HF format (``student/``);
 5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up;
    ``report.md`` with the derived cell as text and a picture, probe accuracies, the search trajectory
-   (reports/adabert.py). Step 2's code: recipes/adabert_knowledge.py.
+   (reports/adabert.py). Step 2's code: modules/adabert_knowledge.py.
 """
 
 from __future__ import annotations
@@ -37,19 +37,27 @@ import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import resolve_path
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
-from modules.adabert import (
-    AdaBertConfig,
-    AdaBertForSequenceClassification,
-    DerivedArchitecture,
+from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification
+from modules.adabert_child import (
     child_config,
     child_flops,
     child_params,
+    embedding_params,
+    factorise_embeddings,
     inherit_weights,
 )
-from modules.adabert_training import AdaBertModule, TeacherTargets
+from modules.adabert_knowledge import KnowledgeCache, TeacherKnowledge, teacher_knowledge
+from modules.adabert_ops import DerivedArchitecture
+from modules.adabert_training import (
+    AdaBertModule,
+    ArchOptimizer,
+    TauSchedule,
+    TeacherTargets,
+    WeightOptimizer,
+)
 from modules.finetuning import metric_names
+from modules.losses import KDSettings
 from recipes import finetune
-from recipes.adabert_knowledge import KnowledgeCache, TeacherKnowledge, teacher_knowledge
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
@@ -267,27 +275,6 @@ def teacher_checkpoint(cfg: RunConfig, run_dir: Path) -> str:
     return str(done)
 
 
-def embedding_params(model: torch.nn.Module) -> int:
-    """The embedding block's parameters (word, position, type tables and their LayerNorm in BERT-likes)."""
-    block = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
-    return sum(p.numel() for p in block.parameters())
-
-
-@torch.no_grad()
-def factorise_embeddings(student: AdaBertForSequenceClassification, teacher: torch.nn.Module) -> None:
-    """ALBERT-style: the teacher's word embeddings (V, H) by their best rank-E approximation, U_E·S_E (V, E).
-
-    Raises:
-        ValueError: the student's embedding size exceeds the teacher's embedding width.
-    """
-    weight = teacher.get_input_embeddings().weight.float()
-    u, s, _ = torch.linalg.svd(weight, full_matrices=False)
-    e = student.config.embedding_size
-    if e > s.numel():
-        raise ValueError(f"recipe.embedding_size={e} exceeds the teacher's embedding width {s.numel()}")
-    student.embeddings.weight.copy_(u[:, :e] * s[:e])
-
-
 # ------------------------------------------------------------------------------------------- training
 
 
@@ -324,11 +311,14 @@ def train_stage(
     """Search (a super-network) or retrain (a child) for ``plan.epochs``; resumes from the stage dir's last.ckpt."""
     recipe: AdaBertRecipeConfig = cfg.recipe
     module = AdaBertModule(
-        model, inputs.targets, inputs.metrics_names, gamma=recipe.gamma, beta=plan.beta,
-        temperature=recipe.temperature, tau=(recipe.tau_start, recipe.tau_end), lr=(recipe.lr, recipe.lr_min),
-        momentum=recipe.momentum, weight_decay=recipe.weight_decay, arch_lr=recipe.arch_lr,
-        arch_weight_decay=recipe.arch_weight_decay, grad_clip=recipe.grad_clip,
-        arch_warmup_epochs=recipe.arch_warmup_epochs, seed=cfg.seed, on_best=plan.on_best,
+        model, inputs.targets, inputs.metrics_names,
+        kd=KDSettings(gamma=recipe.gamma, temperature=recipe.temperature),
+        beta=plan.beta, tau=TauSchedule(start=recipe.tau_start, end=recipe.tau_end),
+        weight_optimizer=WeightOptimizer(lr_start=recipe.lr, lr_end=recipe.lr_min, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip),
+        arch_optimizer=ArchOptimizer(lr=recipe.arch_lr, weight_decay=recipe.arch_weight_decay,
+                                     warmup_epochs=recipe.arch_warmup_epochs),
+        seed=cfg.seed, on_best=plan.on_best,
     )  # fmt: skip
     # Every epoch: the newest checkpoint (top-1 without a monitor), last.ckpt linked to it. With save_top_k=0
     # Lightning writes last.ckpt only at the end of fit, and a crash would lose the whole stage.

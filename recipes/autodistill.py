@@ -46,7 +46,9 @@ from hydra_plugins.pareto_sweeper import (
     log_to_wandb,
     to_overrides,
 )
-from modules.student import BlockSpec, StudentSpec, flops
+from modules.student import StudentConfig
+from modules.student_costs import flops
+from modules.student_spec import BlockSpec, StudentSpec
 from modules.teacher import load_teacher
 from recipes import distill, finetune
 from recipes.common import wandb_has_credentials, write_metrics
@@ -312,11 +314,11 @@ def teacher_metrics(cfg: RunConfig) -> dict[str, float]:
     """The teacher's row: size, FLOPs (as the equivalent BERT-layer student, exact), measured latency."""
     teacher = load_teacher(cfg.teacher)
     c = teacher.config
-    as_student = StudentSpec(
+    as_student = StudentConfig.from_spec(StudentSpec(
         num_blocks=c.num_hidden_layers,
         block=BlockSpec(c.hidden_size, c.hidden_size, c.num_attention_heads, c.intermediate_size, 1),
         max_position_embeddings=c.max_position_embeddings,
-    ).to_hf_config(vocab_size=c.vocab_size)
+    ), vocab_size=c.vocab_size)
     latency = measure_latency(teacher.encoder, cfg.latency)
     return {
         "params": float(sum(p.numel() for p in teacher.encoder.parameters())),

@@ -17,7 +17,7 @@ from callbacks.latency import LatencyConfig
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
-from modules.student import StudentSpec
+from modules.student_spec import StudentSpec
 from modules.teacher import TeacherConfig
 from search.config import StudentSearchConfig as SearchConfig
 

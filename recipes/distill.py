@@ -28,11 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from callbacks.latency import measure_latency
-from callbacks.progressive import ProgressiveTransfer, progressive_schedule
+from callbacks.progressive import ProgressiveTransfer
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
+from modules.embedding_init import init_embeddings_from_teacher
 from modules.losses import LAYER_MAPS, layer_map
-from modules.student import StudentForPreTraining, flops, init_embeddings_from_teacher, num_parameters
+from modules.progressive import progressive_schedule
+from modules.student import StudentConfig, StudentForPreTraining
+from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, load_teacher
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, write_metrics
@@ -237,7 +240,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
 def build_student(cfg: RunConfig, teacher: Teacher) -> StudentForPreTraining:
     """The student of ``cfg.student`` on the teacher's vocabulary, its embeddings initialised from the
     teacher's (resampled to its width) unless ``student.init_embeddings_from_teacher`` is off."""
-    hf_config = cfg.student.to_hf_config(
+    hf_config = StudentConfig.from_spec(
+        cfg.student,
         vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
     )
     student = StudentForPreTraining(hf_config)

@@ -48,6 +48,7 @@ from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
 from modules.finetuning import FinetuneModule, metric_names
+from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
 from recipes.common import build_logger, build_trainer, write_metrics
@@ -286,8 +287,8 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
         warmup_fraction=recipe.warmup_fraction,
         val_names=val_names,
         kd_teacher=teacher,
-        kd_gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
-        kd_temperature=recipe.task_kd.temperature,
+        kd=KDSettings(gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
+                      temperature=recipe.task_kd.temperature),
     )
     return TaskSetup(data, model, module, data.split_sizes["train"])
 
@@ -306,8 +307,8 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
         max_answer_len=cfg.task.max_answer_len,
         warmup_fraction=recipe.warmup_fraction,
         kd_teacher=teacher,
-        kd_gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
-        kd_temperature=recipe.task_kd.temperature,
+        kd=KDSettings(gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
+                      temperature=recipe.task_kd.temperature),
     )
     return TaskSetup(data, model, module, len(data.examples["train"]))
 

@@ -23,13 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.pretraining import PretrainingDataModule
-from modules.student import (
-    StudentConfig,
-    StudentForPreTraining,
-    flops,
-    init_embeddings_from_teacher,
-    num_parameters,
-)
+from modules.embedding_init import init_embeddings_from_teacher
+from modules.student import StudentConfig, StudentForPreTraining
+from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
@@ -113,7 +109,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     batches = [b for _, b in zip(range(recipe.num_batches), data.val_dataloader())]
 
     # Student: built from the spec, embeddings copied from the teacher and resampled to its width.
-    config = cfg.student.to_hf_config(
+    config = StudentConfig.from_spec(cfg.student,
         vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
     )
     student = StudentForPreTraining(config).eval()

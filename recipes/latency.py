@@ -27,7 +27,9 @@ from scipy import stats
 
 from callbacks.latency import measure_latency
 from core.files import write_text_atomic
-from modules.student import BlockSpec, StudentConfig, StudentSpec, flops, num_parameters
+from modules.student import StudentConfig
+from modules.student_costs import flops, num_parameters
+from modules.student_spec import BlockSpec, StudentSpec
 from recipes.common import write_metrics
 from recipes.config import RunConfig
 from reports.latency import plot_latency_vs_params
@@ -77,7 +79,7 @@ def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
     spec = cfg.student
     vocab = spec.vocab_size or 30522  # the offline teacher's WordPiece vocabulary
     if recipe.space == "student":
-        return [spec.to_hf_config(vocab_size=vocab)]
+        return [StudentConfig.from_spec(spec, vocab_size=vocab)]
     blocks = (
         [BlockSpec.from_name(n) for n in recipe.models]
         if recipe.space == "list"
@@ -85,7 +87,7 @@ def configs_to_measure(cfg: RunConfig) -> list[StudentConfig]:
     )
     base = {k: v for k, v in vars(spec).items() if k not in ("block", "blocks", "num_blocks")}
     return [
-        StudentSpec(num_blocks=spec.num_blocks, block=b, **base).to_hf_config(vocab_size=vocab)
+        StudentConfig.from_spec(StudentSpec(num_blocks=spec.num_blocks, block=b, **base), vocab_size=vocab)
         for b in blocks
     ]
 

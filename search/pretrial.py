@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from callbacks.latency import measure_latency
-from modules.student import flops, num_parameters
+from modules.student import StudentConfig
+from modules.student_costs import flops, num_parameters
 
 
 def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
@@ -27,7 +28,7 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
     from omegaconf import DictConfig, OmegaConf
 
     from callbacks.latency import LatencyConfig
-    from modules.student import StudentSpec
+    from modules.student_spec import StudentSpec
 
     student = OmegaConf.to_object(cfg.student) if isinstance(cfg, DictConfig) else cfg.student
     if not isinstance(student, StudentSpec):
@@ -35,7 +36,7 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
     vocab_size = student.vocab_size or _teacher_vocab_size(
         str(cfg.teacher.name_or_path), cfg.teacher.revision
     )
-    config = student.to_hf_config(vocab_size=vocab_size)
+    config = StudentConfig.from_spec(student, vocab_size=vocab_size)
     out = {
         "params": num_parameters(config),
         "params_with_heads": num_parameters(config, "pretraining"),

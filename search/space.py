@@ -19,7 +19,7 @@ from hydra_plugins.pareto_sweeper import (
     plain,
     sweep_values,
 )
-from modules.student import BLOCK_FACTORS, BlockSpec, student_name
+from modules.student_spec import BLOCK_FACTORS, BlockSpec, student_name
 
 # Table 1 of AutoDistill: 4 x 4 x 4 x 3 x 3 = 576 block shapes, in BLOCK_FACTORS order (the block name's).
 # The one place the project keeps it.

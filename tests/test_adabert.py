@@ -9,26 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modules.adabert import (
+from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification, ArchitectureSample
+from modules.adabert_child import child_config, child_flops, child_params
+from modules.adabert_ops import (
     OP_NAMES,
-    AdaBertConfig,
-    AdaBertForSequenceClassification,
-    ArchitectureSample,
     DerivedArchitecture,
     apply_op,
     build_op,
     cell_edges,
-    child_config,
-    child_flops,
-    child_params,
     gumbel_st,
     op_costs,
 )
 from modules.adabert_training import (
     AdaBertModule,
+    ArchOptimizer,
     TeacherTargets,
-    distillation_loss,
-    layer_for_cell,
     tau_at,
     train_probe,
 )
@@ -142,7 +137,7 @@ def fit_search(targets: TeacherTargets, epochs: int, warmup: int) -> AdaBertForS
 
     torch.manual_seed(0)
     model = AdaBertForSequenceClassification(search_config())
-    module = AdaBertModule(model, targets, ("acc",), arch_lr=0.05, arch_warmup_epochs=warmup)
+    module = AdaBertModule(model, targets, ("acc",), arch_optimizer=ArchOptimizer(lr=0.05, warmup_epochs=warmup))
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(tiny_batches(), batch_size=None))
@@ -238,24 +233,6 @@ def test_pair_inputs_are_split_by_segment() -> None:
     assert a.tolist() == [[2, 7, 8, 3, 0, 0, 0], [2, 7, 3, 0, 0, 0, 0]]
     assert b.tolist() == [[9, 3, 0, 0, 0, 0, 0], [9, 10, 11, 3, 0, 0, 0]]
     assert both.sum(1).tolist() == [4, 4]
-
-
-def test_distillation_loss_matches_its_definition() -> None:
-    torch.manual_seed(0)
-    final, teacher = torch.randn(4, 2), torch.randn(4, 2)
-    cells = tuple(torch.randn(4, 2) for _ in range(3))
-    probes = torch.randn(6, 4, 2)  # 6 teacher layers
-
-    def kl(s, t):
-        p = F.softmax(t, -1)
-        return float((p * (p.log() - F.log_softmax(s, -1))).sum(-1).mean())
-
-    # K = 3 over 6 layers: cell 1 -> layer 2, cell 2 -> layer 4, cell 3 (the final classifier) -> the logits
-    assert [layer_for_cell(k, 3, 6) for k in (1, 2, 3)] == [2, 4, 6]
-    expected = (kl(final, teacher) + kl(cells[0], probes[1]) + kl(cells[1], probes[3])) / 3
-    assert float(distillation_loss(final, cells, teacher, probes, temperature=1.0)) == pytest.approx(
-        expected, rel=1e-5
-    )
 
 
 def test_probe_learns_separable_features_and_reads_raw_inputs() -> None:
@@ -363,3 +340,30 @@ def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sen
     proc = run_py(*overrides, cwd=tmp_path)
     assert proc.returncode != 0 and "task.num_labels=1" in proc.stderr and "regression" in proc.stderr
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_saved_child_loads_after_only_import_modules(tmp_path) -> None:
+    """A derived child saved by the recipe loads through the Auto classes in a fresh interpreter that imported
+    nothing of the project but ``modules`` (the registration is not a side effect of some other import)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    child = AdaBertForSequenceClassification(
+        search_config(genotype=["std_conv_3"] * EDGES, num_cells=2)
+    ).eval()
+    child.save_pretrained(tmp_path / "child")
+    ids = torch.tensor([[3, 4, 5, 0]])
+    torch.save({"ids": ids, "logits": child(input_ids=ids).logits.detach()}, tmp_path / "expected.pt")
+    script = f"""
+import sys, torch
+import modules
+from transformers import AutoModelForSequenceClassification
+assert not any(m.startswith(("recipes", "callbacks", "tests")) for m in sys.modules)
+model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "child")!r}).eval()
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+assert type(model).__name__ == "AdaBertForSequenceClassification", type(model)
+torch.testing.assert_close(model(input_ids=expected["ids"]).logits, expected["logits"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

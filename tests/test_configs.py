@@ -31,7 +31,7 @@ import run
 from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
-from modules.student import StudentSpec
+from modules.student_spec import StudentSpec
 from modules.teacher import TeacherConfig
 from recipes.config import RunConfig, TrainerConfig
 

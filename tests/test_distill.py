@@ -14,12 +14,14 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 import run
-from callbacks.progressive import apply_stage, progressive_schedule, stage_at
+from callbacks.progressive import apply_stage
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights, build_projections, lr_lambda
-from modules.student import BlockSpec, StudentForPreTraining, StudentSpec
+from modules.progressive import progressive_schedule, stage_at
+from modules.student import StudentConfig, StudentForPreTraining
+from modules.student_spec import BlockSpec, StudentSpec
 from modules.teacher import Teacher, TeacherConfig, load_teacher
-from modules.teacher_cache import _MEMORY, _MEMORY_BYTES
+from modules.teacher_cache import MEMORY_STORE
 from recipes import distill
 
 CONF = Path(run.__file__).resolve().parent / "conf"
@@ -93,7 +95,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def test_projections_exist_exactly_where_widths_differ() -> None:
     blocks = [BlockSpec(32, 16, 2, 32, 1), BlockSpec(24, 16, 2, 32, 1), BlockSpec(32, 32, 4, 64, 1)]
-    student = StudentForPreTraining(StudentSpec(num_blocks=3, blocks=blocks).to_hf_config(vocab_size=50))
+    student = StudentForPreTraining(StudentConfig.from_spec(StudentSpec(num_blocks=3, blocks=blocks), vocab_size=50))
     projections = build_projections(student, teacher_width=32)
     assert isinstance(projections[0], torch.nn.Identity)
     assert isinstance(projections[1], torch.nn.Linear) and projections[1].weight.shape == (32, 24)
@@ -123,7 +125,7 @@ def test_stage_k_trains_only_block_k(tiny_teacher_dir, pairs_corpus, tmp_path) -
     AdamW steps with weight decay (frozen parameters are skipped, not decayed) and in eval mode."""
     teacher = load_teacher(TeacherConfig(name_or_path=str(tiny_teacher_dir)))
     spec = StudentSpec(num_blocks=3, block=BlockSpec(24, 16, 2, 32, 1))
-    student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
+    student = StudentForPreTraining(StudentConfig.from_spec(spec, vocab_size=teacher.vocab_size))
     schedule = progressive_schedule(3, 30, 0.48)
     module = DistillationModule(
         student,
@@ -233,7 +235,7 @@ def tiny_pretraining_parts(teacher_dir: Path, corpus: Path, tmp_path: Path) -> T
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    student = StudentForPreTraining(spec.to_hf_config(vocab_size=teacher.vocab_size))
+    student = StudentForPreTraining(StudentConfig.from_spec(spec, vocab_size=teacher.vocab_size))
     data = PretrainingDataModule(
         tiny_run_config(tmp_path / "run", teacher_dir, corpus).data, teacher.tokenizer
     )
@@ -269,7 +271,7 @@ def test_bare_teacher_turns_mlm_kd_off(tiny_bare_teacher_dir, pairs_corpus, tmp_
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_teacher_cache_is_exact(tiny_teacher_dir, pairs_corpus, tmp_path, mode) -> None:
     """float32 cache: cold run == warm run == no cache, bit for bit; the warm run never calls the teacher."""
-    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    MEMORY_STORE.clear()
     common = [
         "recipe.regular_steps=24",
         f"recipe.teacher_cache.dir={tmp_path / 'tcache'}",
@@ -308,7 +310,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(
 
 def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """Anything that changes the teacher's inputs or kept outputs is a new cache key: never a stale hit."""
-    _MEMORY.clear(), _MEMORY_BYTES.clear()
+    MEMORY_STORE.clear()
     common = ["recipe.regular_steps=24", "recipe.teacher_cache.mode=memory"]
     distill.run(tiny_run_config(tmp_path / "a", tiny_teacher_dir, pairs_corpus, *common))
     for i, change in enumerate(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from modules.finetuning import GLUE_METRICS, build_metrics, kd_loss, metric_names, task_score
+from datamodules.glue import GLUE_TASKS
+from modules.finetuning import build_metrics, metric_names, task_score
 from tests.test_recipes import run_py
 
 
@@ -48,20 +48,8 @@ def test_metric_names_are_glues_official_ones() -> None:
     assert metric_names("cola", 2) == ("mcc",) and metric_names("stsb", 1) == ("pearson", "spearman")
     assert metric_names("mrpc", 2) == ("f1", "acc") and metric_names("qqp", 2) == ("f1", "acc")
     assert all(metric_names(t, 2) == ("acc",) for t in ("sst2", "mnli", "qnli", "rte", "wnli"))
-    assert set(GLUE_METRICS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
+    assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
     assert metric_names(None, 2) == ("acc", "f1") and metric_names(None, 3) == ("acc",)
-
-
-def test_kd_loss_is_temperature_scaled_kl_to_the_teacher() -> None:
-    torch.manual_seed(0)
-    s, t, temp = torch.randn(5, 3), torch.randn(5, 3), 2.0
-    p_t, p_s = F.softmax(t / temp, -1), F.softmax(s / temp, -1)
-    naive = sum(float((p_t[i] * (p_t[i].log() - p_s[i].log())).sum()) for i in range(5)) / 5 * temp**2
-    assert float(kd_loss(s, t, temp, regression=False)) == pytest.approx(naive, rel=1e-5)
-    assert float(kd_loss(s, s, temp, regression=False)) == pytest.approx(0.0, abs=1e-6)
-    assert float(kd_loss(s[:, :1], t[:, :1], temp, regression=True)) == pytest.approx(
-        float(((s[:, 0] - t[:, 0]) ** 2).mean())
-    )
 
 
 def finetune_overrides(model: Path, tsv: Path, tmp_path: Path, run: str = "run") -> list[str]:
@@ -172,3 +160,25 @@ def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, to
     assert submission_files(sst2, ["test"]) == {"test": "SST-2.tsv"}
     local = TaskDataConfig(name="sentiment", path="a.tsv")
     assert submission_files(local, ["test"]) == {"test": "sentiment.tsv"}
+
+
+def test_linear_warmup_decay_vs_transformers() -> None:
+    """Why linear_warmup_decay is not replaced by transformers' get_linear_schedule_with_warmup: the two agree
+    from the end of the warm-up on, but HF warms up as s/w (LR 0 at the first step) and ours as (s + 1)/w."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from modules.finetuning import linear_warmup_decay
+
+    def lrs(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler, out = make(optimizer), []
+        for _ in range(100):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = lrs(lambda o: linear_warmup_decay(o, total_steps=100, warmup_fraction=0.1))
+    hf = lrs(lambda o: get_linear_schedule_with_warmup(o, num_warmup_steps=10, num_training_steps=100))
+    assert ours[:10] == [(s + 1) / 10 for s in range(10)] and hf[:10] == [s / 10 for s in range(10)]
+    assert ours[10:] == hf[10:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from datamodules.glue import GLUE_TASKS
 from reports.finetune_results import PAPER_COLUMNS, RowKey, build_table, collect, row_labels
 from reports.finetune_table import FinetuneTableCallback, main, write_table
 from tests.test_finetune import finetune_overrides
@@ -165,9 +166,8 @@ def test_rows_that_would_read_the_same_get_longer_labels() -> None:
 
 
 def test_paper_columns_show_each_glue_tasks_official_metrics() -> None:
-    from modules.finetuning import GLUE_METRICS  # torch: imported here only
-
-    for task, metrics in GLUE_METRICS.items():
+    for task, glue in GLUE_TASKS.items():
+        metrics = glue.metrics
         shown = {k for column in PAPER_COLUMNS[task] for k in column.keys}
         assert shown - {"val_mismatched/acc"} == {f"val/{m}" for m in metrics}, task
     assert [c.header for cols in PAPER_COLUMNS.values() for c in cols] == [

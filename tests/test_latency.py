@@ -25,14 +25,15 @@ from callbacks.latency import (
     resolve_device,
     summarise,
 )
-from modules.student import BlockSpec, StudentForPreTraining, StudentModel, StudentSpec
+from modules.student import StudentConfig, StudentForPreTraining, StudentModel
+from modules.student_spec import BlockSpec, StudentSpec
 from recipes import latency as latency_recipe
 from tests.test_distill import CONF
 
 
 def tiny_config(hidden: int = 32, blocks: int = 2):
     spec = StudentSpec(num_blocks=blocks, block=BlockSpec(hidden, 16, 2, 32, 1), max_position_embeddings=64)
-    return spec.to_hf_config(vocab_size=100)
+    return StudentConfig.from_spec(spec, vocab_size=100)
 
 
 def spin(seconds: float) -> None:
@@ -166,6 +167,20 @@ def test_callback_measures_without_changing_the_model(tmp_path) -> None:
     after = module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+def test_measure_latency_leaves_the_callers_model_as_it_was(tmp_path) -> None:
+    """Timing in bfloat16 in eval mode must not leave the caller's model in bfloat16 or eval mode (it used to
+    move and re-type the model in place), nor change a weight."""
+    torch.manual_seed(0)
+    model = StudentModel(tiny_config()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = measure_latency(model, fast(tmp_path, dtype="bfloat16", cache_path=None))
+    assert result.p50_ms > 0
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")

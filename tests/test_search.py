@@ -398,7 +398,7 @@ def test_pipeline_applies_assignments_to_a_typed_config(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
     import run
-    from modules.student import BlockSpec
+    from modules.student_spec import BlockSpec
     from recipes.autodistill import trial_config
 
     with initialize_config_dir(config_dir=str(Path(run.__file__).parent / "conf"), version_base="1.3"):

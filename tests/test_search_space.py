@@ -23,7 +23,7 @@ from hydra_plugins.pareto_sweeper import (
     parametrization,
     to_overrides,
 )
-from modules.student import BLOCK_FACTORS, BlockSpec, student_name
+from modules.student_spec import BLOCK_FACTORS, BlockSpec, student_name
 from search.config import REPORT_COLUMNS, StudentSearchConfig, default_objectives
 from search.space import TABLE1, StudentSpace
 

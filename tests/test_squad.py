@@ -18,7 +18,8 @@ from core.assets import DataError
 from datamodules.squad import QATaskConfig, SquadDataModule, load_squad
 from datamodules.squad_features import NOT_CONTEXT, featurize
 from datamodules.squad_files import QAExample, check_answers, read_squad
-from modules.qa import answers_from_spans, best_spans, span_kd_loss, squad_scores
+from modules.losses import span_kd_loss
+from modules.qa import answers_from_spans, best_spans, squad_scores
 from tests.test_recipes import run_py
 
 # 14 context words (one token each); "good movie" is tokens 9-10, and a window of 10 context tokens ends
@@ -255,12 +256,18 @@ def test_span_kd_loss_matches_the_formula_and_ignores_padding() -> None:
         return total / 2 * temp**2
 
     expected = (naive(s_start, t_start, mask) + naive(s_end, t_end, mask)) / 2
-    assert float(span_kd_loss((s_start, s_end), (t_start, t_end), mask, temp)) == pytest.approx(
+    assert float(span_kd_loss(
+        student_start_logits=s_start, student_end_logits=s_end, teacher_start_logits=t_start,
+        teacher_end_logits=t_end, attention_mask=mask, temperature=temp,
+    )) == pytest.approx(
         expected, rel=1e-5
     )
     noisy = s_start.clone()
     noisy[1, 3:] = 50.0  # padding logits do not matter
-    assert float(span_kd_loss((noisy, s_end), (t_start, t_end), mask, temp)) == pytest.approx(
+    assert float(span_kd_loss(
+        student_start_logits=noisy, student_end_logits=s_end, teacher_start_logits=t_start,
+        teacher_end_logits=t_end, attention_mask=mask, temperature=temp,
+    )) == pytest.approx(
         expected, rel=1e-5
     )
 

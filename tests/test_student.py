@@ -20,21 +20,21 @@ from transformers import (
 )
 
 import modules  # noqa: F401  (registers the Auto classes)
-from modules.student import (
-    BlockSpec,
+from modules.embedding_init import (
     EmbeddingWeights,
+    init_embeddings_from_teacher,
+    pca_basis,
+    resample_features,
+)
+from modules.student import (
     StudentConfig,
     StudentForPreTraining,
     StudentForQuestionAnswering,
     StudentForSequenceClassification,
     StudentModel,
-    StudentSpec,
-    flops,
-    init_embeddings_from_teacher,
-    num_parameters,
-    pca_basis,
-    resample_features,
 )
+from modules.student_costs import flops, num_parameters
+from modules.student_spec import BlockSpec, StudentSpec
 from tests.conftest import tiny_bert_config
 
 VOCAB = 97
@@ -53,7 +53,7 @@ def make_config(blocks: list[BlockSpec], **kwargs) -> StudentConfig:
         num_blocks=len(blocks), blocks=blocks, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
     kwargs.setdefault("max_position_embeddings", 64)
-    config = spec.to_hf_config(vocab_size=VOCAB)
+    config = StudentConfig.from_spec(spec, vocab_size=VOCAB)
     for key, value in kwargs.items():
         setattr(config, key, value)
     return config
@@ -398,7 +398,7 @@ def test_hf_config_validates_blocks_with_index() -> None:
 def test_vocab_mismatch_with_teacher_is_explained() -> None:
     spec = StudentSpec(num_blocks=1, block=BlockSpec(128, 64, 2, 384, 2), vocab_size=100)
     with pytest.raises(ValueError, match="leave student.vocab_size null"):
-        spec.to_hf_config(vocab_size=30522)
+        StudentConfig.from_spec(spec, vocab_size=30522)
 
 
 def test_model_name_round_trip() -> None:
