@@ -28,7 +28,7 @@ from datamodules.glue import GLUE_TASKS
 from datamodules.glue_loading import build_glue, load_glue
 from datamodules.labels import UNLABELLED, encode_labels, label_names_for, parse_labels
 from datamodules.sampling import EpochShuffle, split_indices, take_subsample
-from datamodules.task_cache import load_cache, load_or_build
+from datamodules.task_cache import check_loader_fields, load_cache, load_or_build
 from datamodules.task_files import FORMATS, RawExample, infer_format, read_examples
 from datamodules.tokenized import TokenizedSplit, pad_collate, tokenize_texts
 
@@ -102,13 +102,7 @@ class TaskDataConfig:
                 f"task.max_seq_len: must be >= {min_len} for {len(self.text_columns)} text column(s), "
                 f"got {self.max_seq_len}"
             )
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"task.{name}: must be > 0, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"task.num_workers: must be >= 0, got {self.num_workers}")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"task.max_examples: must be >= 1, or null for no cap, got {self.max_examples}")
+        check_loader_fields(self)
         if not self.cache_dir:
             raise ValueError("task.cache_dir: must be a directory path")
 

@@ -31,7 +31,7 @@ from core.assets import DataError
 from datamodules.sampling import EpochShuffle, take_subsample
 from datamodules.squad_features import QASplit, featurize, qa_collate
 from datamodules.squad_files import QAExample, check_answers, flat_example, read_squad
-from datamodules.task_cache import load_cache, load_or_build
+from datamodules.task_cache import check_loader_fields, load_cache, load_or_build
 
 # Bumped when the cache payload layout changes.
 CACHE_VERSION = 1
@@ -97,13 +97,7 @@ class QATaskConfig:
             )
         if self.max_answer_len < 1:
             raise ValueError(f"task.max_answer_len: must be >= 1, got {self.max_answer_len}")
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"task.{name}: must be > 0, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"task.num_workers: must be >= 0, got {self.num_workers}")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"task.max_examples: must be >= 1, or null for no cap, got {self.max_examples}")
+        check_loader_fields(self)
 
 
 def load_squad() -> Any:
