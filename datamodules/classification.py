@@ -26,14 +26,14 @@ from transformers import PreTrainedTokenizerBase
 from core.assets import DataError
 from datamodules.glue import GLUE_TASKS
 from datamodules.glue_loading import build_glue, load_glue
-from datamodules.labels import UNLABELLED, encode_labels, label_names_for, parse_labels
+from datamodules.labels import encode_labels, label_names_for, parse_labels, unlabelled_split
 from datamodules.sampling import EpochShuffle, split_indices, take_subsample
 from datamodules.task_cache import check_loader_fields, load_cache, load_or_build
-from datamodules.task_files import FORMATS, RawExample, infer_format, read_examples
+from datamodules.task_files import FORMATS, RawExample, SourceRows, infer_format, read_examples
 from datamodules.tokenized import TokenizedSplit, pad_collate, tokenize_texts
 
 # Bumped when the cache payload layout changes, so stale files are never read as the new layout.
-CACHE_VERSION = 2  # 2: GLUE MNLI's test_mismatched split
+CACHE_VERSION = 3  # 2: GLUE MNLI's test_mismatched split; 3: "labelled" and "rows" (source row identity)
 
 
 @dataclass
@@ -50,8 +50,8 @@ class TaskDataConfig:
     path: str | None = None  # one local file split into train/validation/test by `split`
     train_path: str | None = None  # or explicit per-split files (train and validation required)
     validation_path: str | None = None
-    test_path: str | None = None
-    format: str | None = None  # tsv | csv | jsonl; None = from the file suffix
+    test_path: str | None = None  # may lack the label column: then the test split is unlabelled
+    format: str | None = None  # tsv | csv | jsonl; None = from each file's suffix
     text_columns: list[str] = field(default_factory=lambda: ["text"])  # 1 (single) or 2 (pair)
     label_column: str = "label"
     binarize_at: float | None = None  # label = value > binarize_at; rows exactly at it are dropped
@@ -166,7 +166,7 @@ _FILE_PER_SPLIT = {"train": "train_path", "validation": "validation_path", "test
 
 def read_local_splits(
     cfg: TaskDataConfig, files: dict[str, Path]
-) -> tuple[dict[str, list[RawExample]], dict[str, Path]]:
+) -> tuple[dict[str, list[RawExample]], dict[str, Path], set[str]]:
     """Read, label-parse, split (one file) or subsample (a file per split) the local files.
 
     Args:
@@ -174,15 +174,22 @@ def read_local_splits(
         files: split role -> existing file; "all" for one file split by ``cfg.split``.
 
     Returns:
-        (split -> rows with parsed labels, split -> the file its rows came from).
+        (split -> rows with parsed labels, each keeping its source identity (``RawExample.index`` / ``line``
+        / ``id``); split -> the file its rows came from; the unlabelled splits: a test file without the
+        label column).
 
     Raises:
         DataError: as ``read_examples`` / ``parse_labels``, and a split left empty.
     """
     fmt = {role: infer_format(str(p), cfg.format) for role, p in files.items()}
     parsed: dict[str, list[RawExample]] = {}
+    unlabelled: set[str] = set()
     for role, path in files.items():
-        raw = read_examples(path, fmt[role], cfg.text_columns, cfg.label_column)
+        raw = read_examples(path, fmt[role], cfg.text_columns, cfg.label_column, label_optional=role == "test")
+        if all(ex.label is None for ex in raw):  # only a test file may lack the label column
+            parsed[role] = raw
+            unlabelled.add(role)
+            continue
         kept, dropped = parse_labels(raw, cfg.num_labels, cfg.binarize_at, path)
         if not kept:
             raise DataError(
@@ -196,7 +203,7 @@ def read_local_splits(
         subsets = {
             role: take_subsample(rows, cfg.max_examples, cfg.split_seed) for role, rows in parsed.items()
         }
-        return subsets, files
+        return subsets, files, unlabelled
     rows = parsed.pop("all")
     parts = split_indices(len(rows), cfg.split, cfg.split_seed)
     for role, indices in zip(("train", "validation", "test"), parts):
@@ -210,7 +217,7 @@ def read_local_splits(
                 f"task.split={list(cfg.split)}); add rows or change task.split"
             )
         parsed[role] = [rows[i] for i in indices]
-    return parsed, dict.fromkeys(parsed, files["all"])
+    return parsed, dict.fromkeys(parsed, files["all"]), unlabelled
 
 
 def build_local(
@@ -219,13 +226,14 @@ def build_local(
     """Every split of a local task, labelled and tokenised.
 
     Returns:
-        ``{"label_names": [...], "splits": {split: tokenize_texts(...) + "labels"}}``; label names are
-        decided by the training split ([] for regression).
+        ``{"label_names": [...], "splits": {split: tokenize_texts(...) + "labels"}, "labelled": {split: bool},
+        "rows": {split: vars(SourceRows)}}``; label names are decided by the training split ([] for
+        regression).
 
     Raises:
         DataError: as ``read_local_splits`` / ``label_names_for`` / ``encode_labels``.
     """
-    parsed, source = read_local_splits(cfg, files)
+    parsed, source, unlabelled = read_local_splits(cfg, files)
     label_names = (
         []
         if cfg.num_labels == 1
@@ -233,12 +241,21 @@ def build_local(
     )
     splits = {}
     for role, rows in parsed.items():
-        labels = encode_labels(rows, cfg.num_labels, label_names, source[role], role == "test")
+        labels = (
+            unlabelled_split(len(rows), cfg.num_labels)
+            if role in unlabelled
+            else encode_labels(rows, cfg.num_labels, label_names, source[role])
+        )
         splits[role] = {
             **tokenize_texts([ex.texts for ex in rows], tokenizer, cfg.max_seq_len),
             "labels": labels,
         }
-    return {"label_names": label_names, "splits": splits}
+    return {
+        "label_names": label_names,
+        "splits": splits,
+        "labelled": {role: role not in unlabelled for role in parsed},
+        "rows": {role: vars(SourceRows.of(rows)) for role, rows in parsed.items()},
+    }
 
 
 # ------------------------------------------------------------------------------------------- datamodule
@@ -248,7 +265,9 @@ class ClassificationDataModule(LightningDataModule):
     """Sentence / sentence-pair classification or regression, tokenised once and cached on disk.
 
     After ``setup()``: ``num_labels``, ``label_names`` (index = label id; ``[]`` for regression),
-    ``split_sizes`` (split name -> rows), ``cache_path`` and ``from_cache``.
+    ``split_sizes`` (split name -> rows), ``labelled`` (split name -> whether it has gold labels, decided by how
+    it was loaded), ``source_rows`` (split name -> each row's identity in its source, ``SourceRows``),
+    ``cache_path`` and ``from_cache``.
 
     Splits are "train", "validation", "test" (test may be absent for local files without one);
     MNLI adds "validation_mismatched" and ``val_dataloader`` then returns two loaders.
@@ -271,6 +290,8 @@ class ClassificationDataModule(LightningDataModule):
         self.num_labels = cfg.num_labels
         self.label_names: list[str] = []
         self.split_sizes: dict[str, int] = {}
+        self.labelled: dict[str, bool] = {}
+        self.source_rows: dict[str, SourceRows] = {}
         self.cache_path: Path | None = None
         self.from_cache = False
         self.validation_splits: list[str] = ["validation"]
@@ -300,6 +321,8 @@ class ClassificationDataModule(LightningDataModule):
         self.label_names = list(data.payload["label_names"])
         self._splits = {name: TokenizedSplit(**tensors) for name, tensors in data.payload["splits"].items()}
         self.split_sizes = {name: len(split) for name, split in self._splits.items()}
+        self.labelled = dict(data.payload["labelled"])
+        self.source_rows = {name: SourceRows(**rows) for name, rows in data.payload["rows"].items()}
         self.validation_splits = [n for n in self._splits if n.startswith("validation")]
         self.test_splits = [n for n in self._splits if n.startswith("test")]
 
@@ -321,8 +344,10 @@ class ClassificationDataModule(LightningDataModule):
 
     @property
     def test_labelled(self) -> bool:
-        """Whether every test row has a gold label (GLUE's test labels are hidden: -1)."""
-        return bool((self._split("test").labels != UNLABELLED).all())
+        """Whether the test split has gold labels: decided when it was loaded (GLUE's test labels are hidden; a
+        local test file may lack the label column), never by a label's value (-1.0 is a real score)."""
+        self._split("test")
+        return self.labelled["test"]
 
     # ----------------------------------------------------------------------------------- loaders
 
@@ -364,7 +389,8 @@ class ClassificationDataModule(LightningDataModule):
         return self._loader("test", self.cfg.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split in order; ``batch["index"]`` gives each prediction's row in the split."""
+        """The test split in order; ``batch["index"]`` gives each prediction's row in the split, and
+        ``source_rows["test"]`` that row's place in its source file."""
         return self._loader("test", self.cfg.eval_batch_size, shuffle=False)
 
     def eval_dataloader(self, split: str) -> DataLoader:

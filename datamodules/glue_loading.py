@@ -12,9 +12,9 @@ from transformers import PreTrainedTokenizerBase
 
 from core.assets import DataError
 from datamodules.glue import GLUE_TASKS
-from datamodules.labels import encode_labels, parse_labels
+from datamodules.labels import encode_labels, parse_labels, unlabelled_split
 from datamodules.sampling import take_subsample
-from datamodules.task_files import RawExample
+from datamodules.task_files import RawExample, SourceRows
 from datamodules.tokenized import tokenize_texts
 
 
@@ -37,11 +37,12 @@ def load_glue(glue_task: str) -> Any:
 
 
 def glue_examples(dataset: Any, text_columns: list[str]) -> list[RawExample]:
-    """Rows of one GLUE split as ``RawExample``s; ``line`` is the row's GLUE ``idx``."""
+    """Rows of one GLUE split as ``RawExample``s; ``line`` and ``index`` are the row's GLUE ``idx`` (what GLUE's
+    submission files are keyed by)."""
     columns = dataset.to_dict()  # columnar access: far faster than iterating rows for QQP/MNLI
     ids = columns["idx"] if "idx" in columns else list(range(len(dataset)))
     texts = list(zip(*(columns[c] for c in text_columns)))
-    return [RawExample(i, t, label) for i, t, label in zip(ids, texts, columns["label"])]
+    return [RawExample(i, t, label, i, str(i)) for i, t, label in zip(ids, texts, columns["label"])]
 
 
 def glue_split_names(validation_splits: tuple[str, ...]) -> dict[str, str]:
@@ -82,8 +83,9 @@ def build_glue(
         seed: seeds the subset.
 
     Returns:
-        ``{"label_names": [...], "splits": {split: tokenize_texts(...) + "labels"}}``; label names come
-        from the data set's label feature ([] for regression); test labels are -1 (hidden).
+        ``{"label_names": [...], "splits": {split: tokenize_texts(...) + "labels"}, "labelled": {split: bool},
+        "rows": {split: vars(SourceRows)}}``; label names come from the data set's label feature ([] for
+        regression); the test splits are unlabelled (GLUE hides their labels) whatever values they carry.
 
     Raises:
         DataError: a label out of range (names the split and the row's ``idx``).
@@ -94,17 +96,21 @@ def build_glue(
     label_names = (
         [] if num_labels == 1 else list(getattr(features, "names", [str(i) for i in range(num_labels)]))
     )
-    splits = {}
+    splits, labelled, source_rows = {}, {}, {}
     for ours, theirs in glue_split_names(task.validation_splits).items():
         rows = take_subsample(glue_examples(dataset[theirs], list(task.text_columns)), max_examples, seed)
         where = f"glue/{glue_task}/{theirs}"
-        rows, _ = parse_labels(rows, num_labels, None, where)
-        # GLUE labels are ids already; encode_labels only checks their range.
-        labels = encode_labels(
-            rows, num_labels, [str(i) for i in range(num_labels)], where, ours.startswith("test")
-        )
+        # Unlabelled because it is GLUE's test split (its labels are hidden), not because of a label's value.
+        labelled[ours] = not ours.startswith("test")
+        if labelled[ours]:
+            rows, _ = parse_labels(rows, num_labels, None, where)
+            # GLUE labels are ids already; encode_labels only checks their range.
+            labels = encode_labels(rows, num_labels, [str(i) for i in range(num_labels)], where)
+        else:
+            labels = unlabelled_split(len(rows), num_labels)
         splits[ours] = {
             **tokenize_texts([ex.texts for ex in rows], tokenizer, max_seq_len),
             "labels": labels,
         }
-    return {"label_names": label_names, "splits": splits}
+        source_rows[ours] = vars(SourceRows.of(rows))
+    return {"label_names": label_names, "splits": splits, "labelled": labelled, "rows": source_rows}

@@ -6,6 +6,7 @@ Each problem is a ``DataError`` naming the source, the line and the value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -16,7 +17,9 @@ import torch
 from core.assets import DataError
 from datamodules.task_files import RawExample
 
-# GLUE test splits carry label -1; a local test file may use -1 too for "no gold label".
+# The placeholder label of every row of a split loaded without gold labels (GLUE's hidden test labels, a
+# local test file without the label column). Whether a split is labelled is decided by how it was loaded
+# (``unlabelled_split``), never by comparing a label to this value: -1 is a real regression score.
 UNLABELLED = -1
 
 
@@ -77,7 +80,7 @@ def parse_labels(
         else:
             as_int = _as_int(value)
             label = as_int if as_int is not None else str(value).strip()
-        parsed.append(RawExample(ex.line, ex.texts, label))
+        parsed.append(dataclasses.replace(ex, label=label))
     return parsed, dropped
 
 
@@ -109,24 +112,28 @@ def label_names_for(train_labels: list[Any], num_labels: int, path: Path | str) 
     return names
 
 
+def unlabelled_split(n: int, num_labels: int) -> torch.Tensor:
+    """The labels of a split that has no gold labels: (N,) ``UNLABELLED`` placeholders, float32 for
+    regression, else int64. Never scored: the data module records the split as unlabelled."""
+    return torch.full((n,), UNLABELLED, dtype=torch.float32 if num_labels == 1 else torch.long)
+
+
 def encode_labels(
     examples: list[RawExample],
     num_labels: int,
     label_names: list[str],
     path: Path | str,
-    allow_unlabelled: bool,
 ) -> torch.Tensor:
-    """Label ids (classification) or values (regression) of one split.
+    """Label ids (classification) or values (regression) of one labelled split.
 
     Args:
         examples: parsed rows of the split.
         num_labels: 1 = regression.
         label_names: from ``label_names_for``; names that are ints map to themselves.
         path: the source, for error messages.
-        allow_unlabelled: test splits may carry -1 (no gold label, as in GLUE test sets).
 
     Returns:
-        (N,) float32 for regression, else (N,) int64 with values in [0, num_labels) or -1.
+        (N,) float32 for regression (any finite value, -1.0 included), else (N,) int64 in [0, num_labels).
 
     Raises:
         DataError: a label out of range or not among the training labels (names line and value).
@@ -138,9 +145,7 @@ def encode_labels(
     ids = []
     for ex in examples:
         label = ex.label
-        if isinstance(label, int) and allow_unlabelled and label == UNLABELLED:
-            ids.append(UNLABELLED)
-        elif isinstance(label, int) and names_are_ids:
+        if isinstance(label, int) and names_are_ids:
             if not 0 <= label < num_labels:
                 raise DataError(
                     f"{path} line {ex.line}: label {label} is out of range [0, {num_labels}) "

@@ -47,6 +47,7 @@ from core.files import write_text_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
+from datamodules.task_files import SourceRows
 from modules.finetuning import FinetuneModule, metric_names
 from modules.losses import KDSettings
 from modules.qa import QAModule
@@ -344,11 +345,13 @@ def evaluate_test_split(
     if data.test_labelled:
         trainer.test(module, datamodule=data, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    as_names = GLUE_TASKS[str(task.glue_task)].labels_as_names if task.source == "glue" else True
+    glue = task.source == "glue"
+    as_names = GLUE_TASKS[str(task.glue_task)].labels_as_names if glue else True
     for split, name in submission_files(task, data.test_splits).items():
         outputs = gather_outputs(trainer, trainer.predict(module, dataloaders=data.eval_dataloader(split)))
         if trainer.is_global_zero:
-            write_predictions(predictions_dir / name, outputs, data.label_names if as_names else [])
+            write_predictions(predictions_dir / name, outputs, data.label_names if as_names else [],
+                              data.source_rows[split], glue=glue)  # fmt: skip
     return metrics
 
 
@@ -363,14 +366,35 @@ def gather_outputs(
     return [o for shard in shards for o in shard]
 
 
-def write_predictions(path: Path, outputs: list[dict[str, torch.Tensor]], label_names: list[str]) -> None:
-    """GLUE's submission format: ``index<TAB>prediction``; a label name (given ``label_names``), a label id,
-    or a float for regression."""
-    index = torch.cat([o["index"] for o in outputs]).tolist()
+def write_predictions(
+    path: Path,
+    outputs: list[dict[str, torch.Tensor]],
+    label_names: list[str],
+    rows: SourceRows,
+    glue: bool,
+) -> None:
+    """One line per predicted row, in source order, keyed by the row's identity in its source.
+
+    GLUE (``glue=True``): the submission format ``index<TAB>prediction``, ``index`` = GLUE's ``idx``. Local
+    files: ``index<TAB>line[<TAB>id]<TAB>prediction``: ``index`` = the row's 0-based position among its
+    file's data rows (header and blank lines not counted), ``line`` = the 1-based line it starts on,
+    ``id`` = its ``id`` / ``idx`` column when the file has one. The prediction is a label name (given
+    ``label_names``), a label id, or a float for regression.
+
+    Args:
+        outputs: ``predict_step``'s batches: ``index`` (B,) = position in the split, ``prediction`` (B,).
+        rows: the split's ``SourceRows`` (``ClassificationDataModule.source_rows[split]``).
+    """
+    position = torch.cat([o["index"] for o in outputs]).tolist()
     preds = torch.cat([o["prediction"] for o in outputs]).tolist()
+    with_id = not glue and rows.id is not None
     text = io.StringIO(newline="")  # the csv module ends lines itself (\r\n)
     writer = csv.writer(text, delimiter="\t")
-    writer.writerow(["index", "prediction"])
-    for i, p in sorted(zip(index, preds)):
-        writer.writerow([i, f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)])
+    header = ["index", "prediction"] if glue else ["index", "line", *(["id"] if with_id else []), "prediction"]
+    writer.writerow(header)
+    by_position = dict(zip(position, preds))  # a DDP sampler may repeat rows to even out its shards
+    for i, p in sorted(by_position.items(), key=lambda pair: rows.index[pair[0]]):
+        value = f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)
+        where = [rows.index[i]] if glue else [rows.index[i], rows.line[i], *([rows.id[i]] if with_id else [])]
+        writer.writerow([*where, value])
     write_text_atomic(path, text.getvalue())  # creates the folder

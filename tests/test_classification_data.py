@@ -329,13 +329,19 @@ def test_empty_splits_after_filtering(tmp_path: Path, tokenizer: PreTrainedToken
 
 
 def test_test_split_may_be_unlabelled(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    # A test file without the label column is unlabelled: decided by how it was loaded, not by a value.
     train = write_tsv(tmp_path / "train.tsv", ROWS)
-    test = write_tsv(tmp_path / "test.tsv", [(-1, "good"), (-1, "bad")])
+    test = tmp_path / "test.tsv"
+    test.write_text("text\ngood\nbad\n", encoding="utf-8")
     cfg = make_cfg(tmp_path, train_path=str(train), validation_path=str(train), test_path=str(test))
     dm = ClassificationDataModule(cfg, tokenizer)
     dm.setup()
-    assert next(iter(dm.predict_dataloader()))["labels"].tolist() == [-1, -1]
-    # ...but -1 in a training file is an out-of-range label.
+    assert not dm.test_labelled and dm.split_sizes["test"] == 2
+    # -1 is a label value like any other: out of range for 0/1 classes, in a test file as in a training file.
+    labelled_test = write_tsv(tmp_path / "minus_one.tsv", [(-1, "good"), (1, "bad")])
+    msg = setup_error(tmp_path, tokenizer, DataError, train_path=str(train), validation_path=str(train),
+                      test_path=str(labelled_test))  # fmt: skip
+    assert "minus_one.tsv line 2" in msg and "label -1" in msg
     bad = write_tsv(tmp_path / "bad_train.tsv", [*ROWS, (-1, "it")])
     msg = setup_error(tmp_path, tokenizer, DataError, train_path=str(bad), validation_path=str(train))
     assert "bad_train.tsv line 12" in msg and "label -1" in msg
