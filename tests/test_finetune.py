@@ -71,7 +71,14 @@ def test_finetune_learns_a_tiny_task_and_task_kd_runs(tiny_teacher_dir, sentimen
     assert metrics["val/score"] == pytest.approx(100 * (metrics["val/acc"] + metrics["val/f1"]) / 2)
     assert (run_dir / "model" / "config.json").exists() and "latency/p50_ms" in metrics
     predictions = (run_dir / "predictions" / "sentiment.tsv").read_text().splitlines()
-    assert predictions[0] == "index\tprediction" and len(predictions) - 1 == 30  # 10% of 300
+    assert predictions[0] == "index\tline\tprediction" and len(predictions) - 1 == 30  # 10% of 300
+    # Each prediction joins back to the seeded test sample's row of the one task.path: the model is right
+    # about the row it names (a position within the split would name unrelated rows, right half the time).
+    source = [row.split("\t") for row in sentiment_tsv.read_text().splitlines()[1:]]
+    written = [row.split("\t") for row in predictions[1:]]
+    assert all(int(line) == int(index) + 2 for index, line, _ in written)  # header is line 1
+    right = sum(source[int(index)][1] == prediction for index, _, prediction in written)
+    assert right / len(written) > 0.8
 
     # task KD from the fine-tuned model into a fresh copy of the random one
     kd = finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path, run="kd") + [
@@ -145,16 +152,18 @@ def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, to
     assert submission_files(cfg, data.test_splits) == {"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}
 
     outputs = [{"index": torch.tensor([1, 0]), "prediction": torch.tensor([2, 0])}]
-    write_predictions(tmp_path / "MNLI-m.tsv", outputs, data.label_names)
+    rows = data.source_rows["test"]
+    write_predictions(tmp_path / "MNLI-m.tsv", outputs, data.label_names, rows, glue=True)
     assert (tmp_path / "MNLI-m.tsv").read_text().splitlines() == [
         "index\tprediction",
         "0\tentailment",
         "1\tcontradiction",
     ]
-    write_predictions(tmp_path / "CoLA.tsv", outputs, [])  # GLUE reads 0/1 for CoLA, SST-2, MRPC, QQP, WNLI
+    # GLUE reads 0/1 for CoLA, SST-2, MRPC, QQP, WNLI
+    write_predictions(tmp_path / "CoLA.tsv", outputs, [], rows, glue=True)
     assert (tmp_path / "CoLA.tsv").read_text().splitlines()[1:] == ["0\t0", "1\t2"]
     regression = [{"index": torch.tensor([0]), "prediction": torch.tensor([3.14159])}]
-    write_predictions(tmp_path / "STS-B.tsv", regression, [])
+    write_predictions(tmp_path / "STS-B.tsv", regression, [], rows, glue=True)
     assert (tmp_path / "STS-B.tsv").read_text().splitlines()[1:] == ["0\t3.142"]
     sst2 = TaskDataConfig(name="sst2", source="glue", glue_task="sst2")
     assert submission_files(sst2, ["test"]) == {"test": "SST-2.tsv"}
