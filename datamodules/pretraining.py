@@ -167,6 +167,11 @@ class PretrainingDataModule(L.LightningDataModule):
             lines = [line for text in ds[cfg.text_column] for line in (*text.splitlines(), "")]
             return pairs_from_lines(lines, f"data.source={cfg.source}")
         path = resolve_path(cfg.source)
+        if not path.exists():  # under data=dialog, data.format=pairs_tsv still holds for another source
+            raise FileNotFoundError(
+                f"data.source: file {path} does not exist (data.format={cfg.format} reads a file; for a "
+                "datasets hub id set data.format=dataset)"
+            )
         text = read_text_file(path, "data.source")
         where = f"data.source: {path}"
         return (

@@ -55,7 +55,8 @@ def pairs_from_tsv(text: str, where: str) -> Pairs:
         second.append(parts[1].strip())
     if not first:
         raise DataError(
-            f"{where}: no 'first<TAB>second' lines found ({bad} malformed); is data.format right?"
+            f"{where}: no 'first<TAB>second' lines found ({bad} malformed); for one sentence per line "
+            "(documents separated by blank lines) set data.format=lines"
         )
     if bad:
         log.info("%s: skipped %d malformed lines (not two non-empty tab-separated fields)", where, bad)

@@ -43,12 +43,16 @@ def read_squad(path: Path) -> list[QAExample]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise DataError(f"{path} line {line_no}: not valid JSON ({err.msg})") from err
+                    # The format follows the suffix: a SQuAD v1.1 document spans lines and needs .json.
+                    hint = "; a SQuAD v1.1 JSON document needs the .json suffix" if line_no == 1 else ""
+                    raise DataError(f"{path} line {line_no}: not valid JSON ({err.msg}){hint}") from err
         return [flat_example(r, f"{path} line {i}") for i, r in enumerate(records, start=1)]
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+        # The format follows the suffix: one question object per line is JSONL and needs .jsonl.
+        hint = "; one JSON object per line is JSONL: name the file .jsonl" if err.msg == "Extra data" else ""
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}){hint}") from err
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError(
             f"{path}: expected SQuAD v1.1 JSON, an object with a 'data' list of articles "

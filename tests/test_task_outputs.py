@@ -163,3 +163,23 @@ def test_finetune_reads_a_csv_path_under_the_default_task_and_scores_a_minus_one
     header, written = read_tsv(tmp_path / "run" / "predictions" / "sentiment.tsv")
     assert header == ["index", "line", "prediction"]
     assert sorted(int(r[0]) for r in written) == sorted(test_rows)
+
+
+def test_other_readers_name_the_format_their_file_needs(tmp_path: Path) -> None:
+    # Pre-training text: a one-sentence-per-line corpus under data=dialog's pairs_tsv.
+    from datamodules.pretraining_text import pairs_from_tsv
+
+    with pytest.raises(DataError, match=r"data\.format=lines"):
+        pairs_from_tsv("the movie was good\nit was fun\n\nanother document\n", "corpus.txt")
+    # SQuAD: the format follows the suffix; a file of the other layout says which suffix it needs.
+    from datamodules.squad_files import read_squad
+
+    record = {"id": "q1", "question": "what", "context": "good", "answers": {"text": ["good"], "answer_start": [0]}}
+    flat = tmp_path / "dev.json"
+    flat.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "q2"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"\.jsonl"):
+        read_squad(flat)
+    nested = tmp_path / "dev.jsonl"
+    nested.write_text(json.dumps({"data": []}, indent=1), encoding="utf-8")
+    with pytest.raises(DataError, match=r"\.json suffix"):
+        read_squad(nested)
