@@ -122,7 +122,8 @@ class SquadDataModule(LightningDataModule):
     """SQuAD v1.1-style extractive QA, featurised once and cached on disk.
 
     After ``setup()``: ``split_sizes`` (features per split), ``examples`` (split -> ``QAExample`` list, the
-    questions that post-processing answers), ``cache_path``, ``from_cache``.
+    questions that post-processing answers; predictions are keyed by their ``id``), ``cache_path``,
+    ``from_cache``. There is no test split: SQuAD's is hidden, so the dev answers are the predictions.
     """
 
     validation_splits = ["validation"]
@@ -181,10 +182,6 @@ class SquadDataModule(LightningDataModule):
             payload["splits"][role] = featurize(examples, self.tokenizer, self.cfg, train=role == "train")
             payload["examples"][role] = [vars(ex) for ex in examples]
         return payload
-
-        self.examples = {role: [QAExample(**ex) for ex in rows] for role, rows in payload["examples"].items()}
-        self._splits = {role: QASplit(**tensors) for role, tensors in payload["splits"].items()}
-        self.split_sizes = {role: len(split) for role, split in self._splits.items()}
 
     def _load_cache(self, path: Path) -> dict[str, Any] | None:
         return load_cache(path, CACHE_VERSION, self.cfg.name)
