@@ -14,16 +14,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from datamodules.classification import ClassificationDataModule
 from modules.adabert_training import recalibrate_batchnorm
 from tests.test_adabert import EDGES, adabert_run_config, search_config
+from tests.test_label_names import named_labels
 
 
 @pytest.fixture(scope="module")
 def named_sentiment_tsv(sentiment_tsv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``sentiment_tsv`` with its labels written as names: 0 -> neg, 1 -> pos."""
-    header, *rows = sentiment_tsv.read_text().splitlines()
-    named = [f"{text}\t{('neg', 'pos')[int(label)]}" for text, label in (r.rsplit("\t", 1) for r in rows)]
-    path = tmp_path_factory.mktemp("named") / "sentiment_named.tsv"
-    path.write_text("\n".join([header, *named]) + "\n")
-    return path
+    return named_labels(sentiment_tsv, tmp_path_factory.mktemp("named"))
 
 
 def dev_accuracy(model: torch.nn.Module, data: ClassificationDataModule) -> float:
