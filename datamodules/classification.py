@@ -349,6 +349,21 @@ class ClassificationDataModule(LightningDataModule):
         self._split("test")
         return self.labelled["test"]
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Label id -> name for a saved classifier's config (``config.id2label``): ``label_names`` (string labels
+        sorted, GLUE's names, or the int labels as "0", "1", ...); an id no training row has keeps Hugging Face's
+        ``LABEL_<id>``. ``{}`` for regression."""
+        if self.num_labels == 1:
+            return {}
+        names = self.label_names
+        return {i: names[i] if i < len(names) else f"LABEL_{i}" for i in range(self.num_labels)}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """The inverse of ``id2label`` (``config.label2id``)."""
+        return {name: i for i, name in self.id2label.items()}
+
     # ----------------------------------------------------------------------------------- loaders
 
     def _split(self, name: str) -> TokenizedSplit:

@@ -10,7 +10,8 @@ sampled architecture. Weights train by SGD (momentum, cosine LR), the architectu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import lightning as L
@@ -20,6 +21,7 @@ from torch import nn
 
 from core.seeding import mix_seed
 from modules.adabert import AdaBertForSequenceClassification, ArchitectureSample
+from modules.adabert_child import child_config, inherit_weights
 from modules.finetuning import build_metrics, is_new_best, log_task_metrics, schedule_length
 from modules.losses import KDSettings, hierarchical_kd_loss, mix_kd
 
@@ -92,6 +94,54 @@ class ArchOptimizer:
 ADABERT_KD = KDSettings(gamma=0.8, temperature=1.0)  # AdaBERT's γ = 0.8
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: AdaBertForSequenceClassification,
+    batches: Iterable[dict[str, torch.Tensor]],
+    max_batches: int | None = None,
+) -> int:
+    """Recompute every BatchNorm's running statistics from ``batches`` (training data), then leave ``model`` in
+    eval mode: the statistics a saved or evaluated child normalises by.
+
+    During training the running averages lag (momentum 0.1 over few steps, starting at mean 0 / var 1) and an
+    inherited child has none at all, while its real activations can have a variance of 1e-6: evaluated with
+    them it predicts one class. As NAS libraries do: reset, a cumulative average (``momentum=None``) over
+    forward passes with the BatchNorms in train mode (nothing else: no dropout), no gradient.
+
+    Args:
+        model: an AdaBERT child (a super-network's BatchNorms keep no statistics and are left alone).
+        batches: BERT-style batches (``input_ids``, ``attention_mask``, ``token_type_ids``); the first
+            ``max_batches`` (None: all) are used.
+
+    Returns:
+        How many batches were used.
+
+    Raises:
+        ValueError: ``batches`` is empty while the model has statistics to compute.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d) and m.track_running_stats]
+    model.eval()
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+        norm.train()
+    device = next(model.parameters()).device
+    used = 0
+    for batch in itertools.islice(batches, max_batches):
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}  # fmt: skip
+        model(**inputs)
+        used += 1
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+        norm.eval()
+    if not used:
+        raise ValueError("recalibrate_batchnorm: no training batches to compute BatchNorm statistics from")
+    return used
+
+
 def tau_at(step: int, total: int, start: float, end: float) -> float:
     """Gumbel temperature, annealed exponentially from ``start`` to ``end`` over the run."""
     if total <= 1:
@@ -114,6 +164,10 @@ class AdaBertModule(L.LightningModule):
         tau, weight_optimizer, arch_optimizer: the Gumbel temperature schedule and the two optimizers.
         seed: per-batch seeds (``mix_seed``) of the Gumbel noise and dropout; on_best: called with ``best``
             (on rank 0) when the dev score improves.
+        calibration_batches: training batches that recompute the evaluated child's BatchNorm statistics
+            before each validation (``recalibrate_batchnorm``): the search's argmax child, built with the
+            super-network's weights, and the retrained child itself, so what ``on_best`` saves scores what
+            was logged.
     """
 
     def __init__(
@@ -129,6 +183,7 @@ class AdaBertModule(L.LightningModule):
         arch_optimizer: ArchOptimizer = ArchOptimizer(),  # noqa: B008
         seed: int = 0,
         on_best: Callable[[dict[str, float]], None] | None = None,
+        calibration_batches: int = 200,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False  # two optimizers (weights: SGD, architecture: Adam), one backward
@@ -143,6 +198,9 @@ class AdaBertModule(L.LightningModule):
         self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
         self.seed = seed
         self.on_best = on_best
+        self.calibration_batches = calibration_batches
+        # What validation runs (set per validation); a tuple, so the child is no registered submodule.
+        self._evaluated: tuple[AdaBertForSequenceClassification, ...] = ()
         self.best: dict[str, float] = {}
         self.history: list[dict] = []
         self.schedule_steps = total_steps or 1  # set from the Trainer in configure_optimizers
@@ -199,13 +257,48 @@ class AdaBertModule(L.LightningModule):
         """Training batches so far (``global_step`` counts optimizer steps: two per batch in the search)."""
         return self.trainer.fit_loop.total_batch_idx + 1 if self._trainer is not None else 0
 
+    def on_validation_epoch_start(self) -> None:
+        # The child is judged (and saved by on_best) with the BatchNorm statistics of the training data, as it will
+        # be deployed. The sanity check's numbers are thrown away: it runs the model as it is.
+        if self.trainer.sanity_checking:
+            self._evaluated = (self.model,)
+            return
+        child = self.model
+        # The search: its argmax child with the super-network's weights (whose BatchNorms keep no statistics).
+        if self.search:
+            child = AdaBertForSequenceClassification(child_config(self.model.config, self.model.derive()))
+            inherit_weights(child, self.model)
+            child.to(self.device)
+        recalibrate_batchnorm(child, self.calibration_loader(), self.calibration_batches)
+        self._evaluated = (child,)
+
+    def calibration_loader(self) -> Iterable[dict[str, torch.Tensor]]:
+        """Training batches for ``recalibrate_batchnorm``: a fresh loader from the datamodule (the Trainer's own
+        keeps its place and order), else the Trainer's.
+
+        Raises:
+            RuntimeError: the Trainer has no training data.
+        """
+        datamodule = self.trainer.datamodule
+        loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
+        if loader is None:
+            raise RuntimeError(
+                "AdaBertModule: the child's BatchNorm statistics are recomputed on training batches before each "
+                "validation, and the Trainer has none; fit with a datamodule or train_dataloaders"
+            )
+        return loader
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         token_type_ids=batch["token_type_ids"])  # fmt: skip
+        self.update_metrics(self._evaluated[0] if self._evaluated else self.model, batch)
+
+    def update_metrics(self, model: AdaBertForSequenceClassification, batch: dict[str, torch.Tensor]) -> None:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"])  # fmt: skip
         self.val_metrics.update(out.logits.argmax(-1), batch["labels"])
 
     def on_validation_epoch_end(self) -> None:
         values, score = log_task_metrics(self, self.val_metrics, "val", nan_to_zero=True, prog_bar=True)
+        self._evaluated = ()
         if self.trainer.sanity_checking:
             return
         if self.search:
@@ -219,7 +312,8 @@ class AdaBertModule(L.LightningModule):
                 self.on_best(self.best)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+        # ``model`` as it is: the recipe tests the best-dev child it saved (statistics recalibrated before saving).
+        self.update_metrics(self.model, batch)
 
     def on_test_epoch_end(self) -> None:
         log_task_metrics(self, self.val_metrics, "test", nan_to_zero=False)

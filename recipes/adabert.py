@@ -13,7 +13,9 @@ Reads top to bottom:
    (hard Gumbel-softmax, straight-through), L = (1-γ)·CE + γ·KD + β·L_E; weights by SGD, logits by Adam
    (frozen for the first ``arch_warmup_epochs``);
 4. derive the argmax child (K and one op per edge) and retrain it (inheriting the searched weights) with
-   the same loss minus L_E; the best-dev child is saved in HF format (``student/``);
+   the same loss minus L_E; the best-dev child is saved in HF format (``student/``) with the task's label
+   names. Every evaluated child, in the search too, first has its BatchNorm statistics recomputed on
+   training batches (``recalibrate_batchnorm``): the saved child scores what was reported;
 5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up;
    ``report.md`` with the derived cell as text and a picture, probe accuracies, the search trajectory
    (reports/adabert.py). Step 2's code: modules/adabert_knowledge.py.
@@ -100,12 +102,15 @@ class AdaBertRecipeConfig:
     retrain_epochs: int = 4  # demo (paper: 80)
     inherit_weights: bool = True  # the child starts from the super-network's weights of its ops
     probe_epochs: int = 200  # full-batch Adam steps per layer probe
+    # Training batches that recompute the child's BatchNorm statistics before each evaluation (and so before
+    # each save): the search's argmax child and the retrained one.
+    calibration_batches: int = 200
     cache_dir: str = "~/.cache/distill-recipes/adabert"  # teacher targets, keyed by teacher + data
     measure_latency: bool = True
 
     def __post_init__(self) -> None:
         positive = ("embedding_size", "hidden_size", "max_cells", "num_nodes", "search_epochs", "retrain_epochs",
-                    "probe_epochs", "lr", "lr_min", "arch_lr", "temperature", "tau_start", "tau_end")  # fmt: skip
+                    "probe_epochs", "calibration_batches", "lr", "lr_min", "arch_lr", "temperature", "tau_start", "tau_end")  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"recipe.{name}: must be > 0, got {getattr(self, name)}")
@@ -199,7 +204,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         vocab_size=teacher.config.vocab_size, embedding_size=recipe.embedding_size, hidden_size=recipe.hidden_size,
         max_cells=recipe.max_cells, num_nodes=recipe.num_nodes, num_labels=data.num_labels,
         pair=len(cfg.task.text_columns) == 2, max_length=cfg.task.max_seq_len,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, id2label=data.id2label, label2id=data.label2id,
     )  # fmt: skip
     supernet = AdaBertForSequenceClassification(search_cfg)
     factorise_embeddings(supernet, teacher)
@@ -318,7 +323,7 @@ def train_stage(
                                          weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip),
         arch_optimizer=ArchOptimizer(lr=recipe.arch_lr, weight_decay=recipe.arch_weight_decay,
                                      warmup_epochs=recipe.arch_warmup_epochs),
-        seed=cfg.seed, on_best=plan.on_best,
+        seed=cfg.seed, on_best=plan.on_best, calibration_batches=recipe.calibration_batches,
     )  # fmt: skip
     # Every epoch: the newest checkpoint (top-1 without a monitor), last.ckpt linked to it. With save_top_k=0
     # Lightning writes last.ckpt only at the end of fit, and a crash would lose the whole stage.

@@ -155,6 +155,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
              data.split_sizes)  # fmt: skip
 
     model_dir = run_dir / "model"
+    if not qa and data.id2label:  # the saved classifier names its classes as the task does, not LABEL_<id>
+        model.config.id2label, model.config.label2id = data.id2label, data.label2id
 
     def save_best(best: dict[str, float]) -> None:  # the best-dev model, in HF format
         if recipe.save_model and trainer.is_global_zero:
