@@ -19,8 +19,6 @@ best-dev answers -> metrics.json. A multirun's best-dev table: reports/finetune_
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -43,17 +41,16 @@ from transformers import (
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import is_local_path, resolve_path
-from core.files import write_text_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
-from datamodules.task_files import SourceRows
 from modules.finetuning import FinetuneModule, metric_names
 from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
+from reports.predictions import write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -366,37 +363,3 @@ def gather_outputs(
     shards: list = [None] * trainer.world_size
     torch.distributed.all_gather_object(shards, [{k: v.cpu() for k, v in o.items()} for o in outputs])
     return [o for shard in shards for o in shard]
-
-
-def write_predictions(
-    path: Path,
-    outputs: list[dict[str, torch.Tensor]],
-    label_names: list[str],
-    rows: SourceRows,
-    glue: bool,
-) -> None:
-    """One line per predicted row, in source order, keyed by the row's identity in its source.
-
-    GLUE (``glue=True``): the submission format ``index<TAB>prediction``, ``index`` = GLUE's ``idx``. Local
-    files: ``index<TAB>line[<TAB>id]<TAB>prediction``: ``index`` = the row's 0-based position among its
-    file's data rows (header and blank lines not counted), ``line`` = the 1-based line it starts on,
-    ``id`` = its ``id`` / ``idx`` column when the file has one. The prediction is a label name (given
-    ``label_names``), a label id, or a float for regression.
-
-    Args:
-        outputs: ``predict_step``'s batches: ``index`` (B,) = position in the split, ``prediction`` (B,).
-        rows: the split's ``SourceRows`` (``ClassificationDataModule.source_rows[split]``).
-    """
-    position = torch.cat([o["index"] for o in outputs]).tolist()
-    preds = torch.cat([o["prediction"] for o in outputs]).tolist()
-    with_id = not glue and rows.id is not None
-    text = io.StringIO(newline="")  # the csv module ends lines itself (\r\n)
-    writer = csv.writer(text, delimiter="\t")
-    header = ["index", "prediction"] if glue else ["index", "line", *(["id"] if with_id else []), "prediction"]
-    writer.writerow(header)
-    by_position = dict(zip(position, preds))  # a DDP sampler may repeat rows to even out its shards
-    for i, p in sorted(by_position.items(), key=lambda pair: rows.index[pair[0]]):
-        value = f"{p:.3f}" if isinstance(p, float) else (label_names[p] if label_names else p)
-        where = [rows.index[i]] if glue else [rows.index[i], rows.line[i], *([rows.id[i]] if with_id else [])]
-        writer.writerow([*where, value])
-    write_text_atomic(path, text.getvalue())  # creates the folder

@@ -140,7 +140,8 @@ def fake_mnli(n: int = 6) -> dict[str, FakeGlueSplit]:
 
 def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, tokenizer, tmp_path) -> None:
     from datamodules.classification import ClassificationDataModule, TaskDataConfig
-    from recipes.finetune import submission_files, write_predictions
+    from recipes.finetune import submission_files
+    from reports.predictions import write_predictions
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a: fake_mnli()))
     cfg = TaskDataConfig(name="mnli", source="glue", glue_task="mnli", cache_dir=str(tmp_path))

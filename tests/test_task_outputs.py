@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from core.assets import DataError
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.sampling import split_indices
-from recipes.finetune import write_predictions
+from reports.predictions import write_predictions
 from tests.test_finetune import FakeGlueSplit
 from tests.test_recipes import run_py
 
