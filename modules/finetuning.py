@@ -166,7 +166,9 @@ class FinetuneModule(L.LightningModule):
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
-        self.model = model
+        # from_pretrained returns a model in eval mode and Lightning keeps each submodule's mode through
+        # fit: without this, fine-tuning would run with dropout off.
+        self.model = model.train()
         self.num_labels = num_labels
         self.regression = num_labels == 1
         self.optimizer_factory = optimizer

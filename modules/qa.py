@@ -137,7 +137,9 @@ class QAModule(L.LightningModule):
         on_best: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
-        self.model = model
+        # from_pretrained returns a model in eval mode and Lightning keeps each submodule's mode through
+        # fit: without this, fine-tuning would run with dropout off.
+        self.model = model.train()
         self.examples = examples
         self.optimizer_factory = optimizer
         self.total_steps = total_steps

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,37 @@ def test_linear_warmup_decay_vs_transformers() -> None:
     hf = lrs(lambda o: get_linear_schedule_with_warmup(o, num_warmup_steps=10, num_training_steps=100))
     assert ours[:10] == [(s + 1) / 10 for s in range(10)] and hf[:10] == [s / 10 for s in range(10)]
     assert ours[10:] == hf[10:]
+
+
+@pytest.mark.parametrize("head", ["classification", "qa"])
+def test_a_pretrained_model_fine_tunes_with_dropout_on(head: str) -> None:
+    """from_pretrained hands back eval mode and Lightning keeps submodule modes through fit: the modules
+    must switch the trained model to train mode, or dropout stays off for the whole fine-tuning."""
+    import lightning as L
+    from transformers import BertForQuestionAnswering, BertForSequenceClassification
+
+    from modules.finetuning import FinetuneModule
+    from modules.qa import QAModule
+    from tests.conftest import tiny_bert_config
+
+    config = tiny_bert_config(30, hidden_dropout_prob=0.5)
+    if head == "classification":
+        model = BertForSequenceClassification(config).eval()
+        module = FinetuneModule(model, 2, ("acc",), partial(torch.optim.AdamW, lr=1e-3), total_steps=1)
+        batch = {"labels": torch.tensor([0, 1])}
+    else:
+        model = BertForQuestionAnswering(config).eval()
+        module = QAModule(model, [], partial(torch.optim.AdamW, lr=1e-3), total_steps=1)
+        batch = {"start_positions": torch.tensor([1, 2]), "end_positions": torch.tensor([2, 3])}
+    batch |= {"input_ids": torch.randint(5, 30, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.extend(m.training for m in pl_module.model.modules() if isinstance(m, torch.nn.Dropout))
+
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Record()])  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))
+    assert seen and all(seen)
