@@ -102,7 +102,7 @@ class DistillConfig:
             raise ValueError(f"recipe.val_every_n_steps must be >= 1 or null, got {self.val_every_n_steps}")
         if self.checkpoint_every_n_steps < 1:
             raise ValueError(
-                f"recipe.checkpoint_every_n_steps must be >= 1 (last.ckpt is what a crashed run resumes from), "
+                f"recipe.checkpoint_every_n_steps must be > 0 (last.ckpt is what a crashed run resumes from), "
                 f"got {self.checkpoint_every_n_steps}"
             )
 
