@@ -167,6 +167,11 @@ def tokenizer_difference(first: Any, second: Any) -> str | None:
     return None
 
 
+def has_tokenizer(path: Path) -> bool:
+    """A saved model dir with tokenizer files beside the weights."""
+    return any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+
+
 def require_same_tokenizer(first: Any, second: Any, first_name: str, second_name: str) -> None:
     """Refuse to pass token ids between two models whose tokenizers differ (e.g. a student and its KD teacher).
 

@@ -42,7 +42,7 @@ from transformers import (
 
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
-from core.assets import is_local_path, require_same_tokenizer, resolve_path
+from core.assets import has_tokenizer, is_local_path, require_same_tokenizer, resolve_path
 from core.files import write_text_atomic
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.glue import GLUE_TASKS
@@ -229,16 +229,18 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
 
 
 def check_kd_teacher(cfg: RunConfig, path: str, teacher: Path) -> None:
-    """The task-KD teacher reads the student's token ids: the same tokenizer, and every length it is fed.
-    Reads tokenizer files and config.json only (no weights), before any data is featurised.
+    """The task-KD teacher reads the student's ids: the same tokenizer, every length (tokenizers and config.json).
 
     Raises:
         ValueError: the tokenizers differ (names both), or the teacher cannot embed ``task.max_seq_len``.
     """
-    require_same_tokenizer(
-        AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(teacher),
-        f"recipe.model ({path})", f"recipe.task_kd.teacher ({teacher})",
-    )  # fmt: skip
+    if has_tokenizer(teacher):
+        require_same_tokenizer(
+            AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(teacher),
+            f"recipe.model ({path})", f"recipe.task_kd.teacher ({teacher})",
+        )  # fmt: skip
+    else:  # a model saved without its tokenizer (recipe=finetune saves both): only its vocabulary size is checked
+        log.warning("recipe.task_kd.teacher: %s has no tokenizer files; cannot check it reads the student's ids", teacher)
     check_positions(f"recipe.task_kd.teacher ({teacher})", AutoConfig.from_pretrained(teacher),
                     {"task.max_seq_len": cfg.task.max_seq_len})  # fmt: skip
 
@@ -262,18 +264,18 @@ def require_head(path: Path, head: str, field: str, task_name: str) -> None:
 def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
     """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
 
-    It must read the student's token ids: the same tokenizer (compared here as well as in ``preflight``, for
-    callers that skip it), a vocabulary that embeds every id.
+    It must read the student's token ids: the same tokenizer (as in ``preflight``), every id embedded.
 
     Raises:
         ValueError: the teacher's tokenizer differs from the student's, or its vocabulary is smaller.
     """
     if not cfg.recipe.task_kd.teacher:
         return None
-    teacher_dir = str(resolve_path(cfg.recipe.task_kd.teacher))
-    require_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_dir),
-                           f"the student ({tokenizer.name_or_path})", f"recipe.task_kd.teacher ({teacher_dir})")  # fmt: skip
-    teacher = auto_class.from_pretrained(teacher_dir)
+    teacher_dir = resolve_path(cfg.recipe.task_kd.teacher)
+    if has_tokenizer(teacher_dir):
+        require_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_dir),
+                               f"the student ({tokenizer.name_or_path})", f"recipe.task_kd.teacher ({teacher_dir})")  # fmt: skip
+    teacher = auto_class.from_pretrained(str(teacher_dir))
     if len(tokenizer) > teacher.config.vocab_size:
         raise ValueError(
             f"recipe.task_kd.teacher: its vocabulary ({teacher.config.vocab_size}) is smaller than the "
