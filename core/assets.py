@@ -123,3 +123,67 @@ def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
         canonical = json.dumps(pipeline, sort_keys=True).encode("utf-8")
         identity["pipeline_sha256"] = hashlib.sha256(canonical).hexdigest()
     return identity
+
+
+def _lowercases(tokenizer: Any) -> bool | None:
+    """Whether a tokenizer lower-cases its input (the fast pipeline's normaliser, else ``do_lower_case``)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+        steps = normalizer.get("normalizers", [normalizer])
+        if any(step.get("lowercase") or step.get("type") == "Lowercase" for step in steps):
+            return True
+        if any(step.get("type") == "BertNormalizer" for step in steps):
+            return False
+    return getattr(tokenizer, "do_lower_case", None)
+
+
+def tokenizer_difference(first: Any, second: Any) -> str | None:
+    """The first way two tokenizers would encode the same text differently; None when they agree.
+
+    Checked in order: vocabulary size, the vocabulary itself (the first token whose id differs), the special
+    tokens and their ids, lower-casing, then the rest of a fast tokenizer's pipeline (``tokenizer_identity``).
+    """
+    if len(first) != len(second):
+        return f"vocabulary size {len(first)} vs {len(second)}"
+    vocab_a, vocab_b = first.get_vocab(), second.get_vocab()
+    for token, index in sorted(vocab_a.items(), key=lambda item: item[1]):
+        if vocab_b.get(token) != index:
+            other = vocab_b.get(token)
+            where = f"id {other}" if other is not None else "absent"
+            return f"token {token!r} has id {index} vs {where} (the second maps id {index} to {second.convert_ids_to_tokens(index)!r})"
+    specials_a = {name: (t, first.convert_tokens_to_ids(t)) for name, t in first.special_tokens_map.items() if isinstance(t, str)}
+    specials_b = {name: (t, second.convert_tokens_to_ids(t)) for name, t in second.special_tokens_map.items() if isinstance(t, str)}
+    if specials_a != specials_b:
+        name = next(n for n in sorted(set(specials_a) | set(specials_b)) if specials_a.get(n) != specials_b.get(n))
+        return f"special token {name}: {specials_a.get(name)} vs {specials_b.get(name)} (token, id)"
+    lower_a, lower_b = _lowercases(first), _lowercases(second)
+    if lower_a != lower_b:
+        return f"lower-casing {lower_a} vs {lower_b}"
+    digest_a = tokenizer_identity(first).get("pipeline_sha256")
+    digest_b = tokenizer_identity(second).get("pipeline_sha256")
+    if digest_a and digest_b and digest_a != digest_b:
+        return "the same vocabulary and special tokens, but another normalisation / pre-tokenisation pipeline"
+    return None
+
+
+def has_tokenizer(path: Path) -> bool:
+    """A saved model dir with tokenizer files beside the weights."""
+    return any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+
+
+def require_same_tokenizer(first: Any, second: Any, first_name: str, second_name: str) -> None:
+    """Refuse to pass token ids between two models whose tokenizers differ (e.g. a student and its KD teacher).
+
+    Args:
+        first_name, second_name: what each tokenizer is, e.g. ``"student <dir>"``, quoted in the error.
+    Raises:
+        ValueError: the tokenizers differ; names both and the first difference.
+    """
+    difference = tokenizer_difference(first, second)
+    if difference is not None:
+        raise ValueError(
+            f"the tokenizers of {first_name} and {second_name} differ ({difference}): the same text would get "
+            "other token ids, so one model would read the other's ids as different words. Use models that share "
+            "one tokenizer"
+        )

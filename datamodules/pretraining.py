@@ -95,6 +95,8 @@ class PretrainingDataConfig:
             raise ValueError(
                 f"data.max_seq_len={self.max_seq_len} leaves no room for a sentence pair; use >= 8"
             )
+        if self.num_workers < 0:  # the DataLoader refuses it, after the teacher has loaded
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {self.val_size}")
         if self.max_examples is not None and self.max_examples <= 0:

@@ -18,6 +18,7 @@ import transformers
 from omegaconf import MISSING
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
@@ -215,12 +216,11 @@ def _load_with_heads(path: str, dtype: torch.dtype, revision: str | None) -> tup
     raise ValueError(f"could not load teacher '{path}' with any Auto class: {last_error}")
 
 
-def load_teacher(cfg: TeacherConfig) -> Teacher:
-    """Load, freeze and describe a teacher.
+def teacher_path(cfg: TeacherConfig) -> str:
+    """``teacher.name_or_path`` as transformers wants it: a local path (checked) or a hub id.
 
     Raises:
         FileNotFoundError: a local/pkg path that does not exist.
-        ValueError: a head asked for (``mlm_head: true``/``nsp_head: true``) that the checkpoint lacks.
     """
     path = cfg.name_or_path
     if path.startswith("pkg://") or path.startswith((".", "/", "~")):
@@ -228,6 +228,57 @@ def load_teacher(cfg: TeacherConfig) -> Teacher:
         if not local.exists():
             raise FileNotFoundError(f"teacher.name_or_path={path} -> {local} does not exist")
         path = str(local)
+    return path
+
+
+def read_teacher_config(cfg: TeacherConfig) -> transformers.PretrainedConfig:
+    """The teacher's config.json alone (no weights, no tokenizer): for checks before any work.
+
+    Raises:
+        FileNotFoundError: a local/pkg path that does not exist.
+    """
+    return AutoConfig.from_pretrained(teacher_path(cfg), revision=cfg.revision)
+
+
+def check_positions(model: str, config: transformers.PretrainedConfig, lengths: dict[str, int]) -> None:
+    """A model (a teacher, a student dir) can embed every sequence length it will be fed.
+
+    Args:
+        model: what the model is, e.g. ``"teacher <path>"``, quoted in the error.
+        config: its config (``read_teacher_config``, ``AutoConfig.from_pretrained``).
+        lengths: config key -> the sequence length it sets (e.g. ``{"data.max_seq_len": 128}``).
+    Raises:
+        ValueError: a length above the model's ``max_position_embeddings``; names the key and the model.
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    for key, length in lengths.items():
+        if positions is not None and length > positions:
+            raise ValueError(
+                f"{key}={length} exceeds {model}'s max_position_embeddings={positions}; set {key} <= {positions}"
+            )
+
+
+def check_vocabulary(model: str, config: transformers.PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A model embeds every id its tokenizer produces.
+
+    Raises:
+        ValueError: the tokenizer has more tokens than the model's ``vocab_size``.
+    """
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"{model}: its tokenizer has {len(tokenizer)} tokens but the model embeds {config.vocab_size}: "
+            "the tokenizer was not saved with this model"
+        )
+
+
+def load_teacher(cfg: TeacherConfig) -> Teacher:
+    """Load, freeze and describe a teacher.
+
+    Raises:
+        FileNotFoundError: a local/pkg path that does not exist.
+        ValueError: a tokenizer with more tokens than the model embeds; a head asked for (``mlm_head: true``/``nsp_head: true``) that the checkpoint lacks.
+    """
+    path = teacher_path(cfg)
     # The per-key load report is noisy and alarming for a bare encoder ("MISSING ... newly initialized");
     # we read the same facts from output_loading_info and say them once, plainly, below.
     verbosity = transformers.logging.get_verbosity()
@@ -237,6 +288,7 @@ def load_teacher(cfg: TeacherConfig) -> Teacher:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    check_vocabulary(f"teacher.name_or_path={cfg.name_or_path}", model.config, tokenizer)
     has_mlm, has_nsp = _head_presence(model, missing)
 
     for head, present, wanted in (("MLM", has_mlm, cfg.mlm_head), ("NSP", has_nsp, cfg.nsp_head)):

@@ -29,11 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
@@ -59,6 +60,7 @@ from modules.adabert_training import (
 )
 from modules.finetuning import metric_names
 from modules.losses import KDSettings
+from modules.teacher import check_positions, check_vocabulary, teacher_path
 from recipes import finetune
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
@@ -69,6 +71,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class TeacherFinetuneConfig(FinetuneConfig):
+    key: ClassVar[str] = "recipe.teacher_finetune"  # recipe=finetune's schema; its errors name this key
+
+
+@dataclass
 class AdaBertRecipeConfig:
     """Hydra schema of recipe=adabert (paper defaults unless marked demo)."""
 
@@ -76,8 +83,8 @@ class AdaBertRecipeConfig:
     # A classifier fine-tuned on the task (recipe=finetune's <run dir>/model); null: fine-tune the teacher
     # group's model here first, with teacher_finetune.
     teacher: str | None = None
-    teacher_finetune: FinetuneConfig = field(
-        default_factory=lambda: FinetuneConfig(max_steps=300, measure_latency=False)  # demo budget
+    teacher_finetune: TeacherFinetuneConfig = field(
+        default_factory=lambda: TeacherFinetuneConfig(max_steps=300, measure_latency=False)  # demo budget
     )
     embedding_size: int = 128  # the teacher's word embeddings, factorised (SVD) to this width
     hidden_size: int = 64  # channels of every cell; demo (experiment=adabert_paper: 128, the embedding width)
@@ -119,9 +126,7 @@ class AdaBertRecipeConfig:
         if self.beta < 0:
             raise ValueError(f"recipe.beta: the efficiency weight must be >= 0, got {self.beta}")
         if self.tau_end > self.tau_start:
-            raise ValueError(
-                f"recipe.tau_end ({self.tau_end}) must be <= recipe.tau_start ({self.tau_start})"
-            )
+            raise ValueError(f"recipe.tau_end ({self.tau_end}) must be <= recipe.tau_start ({self.tau_start})")
         if self.lr_min > self.lr:
             raise ValueError(f"recipe.lr_min ({self.lr_min}) must be <= recipe.lr ({self.lr})")
         if not 0 <= self.arch_warmup_epochs < self.search_epochs:
@@ -130,11 +135,11 @@ class AdaBertRecipeConfig:
                 f"move the architecture (< recipe.search_epochs={self.search_epochs})"
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(
-                f"recipe.grad_clip: a max gradient norm > 0, or null for none; got {self.grad_clip}"
-            )
+            raise ValueError(f"recipe.grad_clip: a max gradient norm > 0, or null for none; got {self.grad_clip}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"recipe.momentum: must be in [0, 1), got {self.momentum}")
+        if min(self.weight_decay, self.arch_weight_decay) < 0:  # torch refuses it, but after the teacher's work
+            raise ValueError(f"recipe.weight_decay and recipe.arch_weight_decay must be >= 0, got {self.weight_decay} and {self.arch_weight_decay}")  # fmt: skip
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -162,6 +167,11 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(
             "trainer.max_steps is set by the recipe; use recipe.search_epochs / recipe.retrain_epochs"
         )
+    # The teacher reads the task's ids (and latency.seq_len's, measured beside the child): from config.json.
+    path = str(resolve_path(cfg.recipe.teacher)) if cfg.recipe.teacher else teacher_path(cfg.teacher)
+    if (Path(path) / "config.json").exists() or not cfg.recipe.teacher:  # else teacher_checkpoint says how to fix
+        lengths = {"task.max_seq_len": cfg.task.max_seq_len, **({"latency.seq_len": cfg.latency.seq_len} if cfg.recipe.measure_latency else {})}  # fmt: skip
+        check_positions(f"the teacher ({path})", AutoConfig.from_pretrained(path), lengths)
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
@@ -182,6 +192,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     # 1. The fine-tuned teacher.
     teacher_dir = teacher_checkpoint(cfg, run_dir)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    check_vocabulary(f"the teacher ({teacher_dir})", AutoConfig.from_pretrained(teacher_dir), tokenizer)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
@@ -240,7 +251,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     for i, acc in enumerate(knowledge.probe_dev_acc, start=1):
         metrics[f"probe/layer_{i}_dev_acc"] = acc
     metrics["wall_time_s"] = time.perf_counter() - started
-    write_report(run_dir, AdaBertReport(report_settings(cfg), arch, metrics, knowledge.probe_dev_acc,
+    write_report(run_dir, AdaBertReport(AdaBertSettings.from_run(cfg), arch, metrics, knowledge.probe_dev_acc,
                                         search.module.history))  # fmt: skip
     return write_metrics(run_dir, metrics)
 
@@ -382,13 +393,3 @@ def size_and_speed(
         metrics.update({f"teacher/{k}": v for k, v in teacher_latency.as_metrics().items()})
         metrics["speedup"] = teacher_latency.p50_ms / student_latency.p50_ms
     return metrics
-
-
-def report_settings(cfg: RunConfig) -> AdaBertSettings:
-    """What report.md states about this run, from its config."""
-    r: AdaBertRecipeConfig = cfg.recipe
-    return AdaBertSettings(
-        task=cfg.task.name, search_epochs=r.search_epochs, retrain_epochs=r.retrain_epochs, gamma=r.gamma,
-        beta=r.beta, temperature=r.temperature, tau_start=r.tau_start, tau_end=r.tau_end,
-        inherit_weights=r.inherit_weights, num_nodes=r.num_nodes, latency_seq_len=cfg.latency.seq_len,
-    )  # fmt: skip

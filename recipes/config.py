@@ -7,10 +7,13 @@ so a misspelt key fails at composition and ``OmegaConf.to_object`` runs each dat
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_method
 from omegaconf import MISSING
 
 from callbacks.latency import LatencyConfig
@@ -32,6 +35,56 @@ PRECISIONS = (
     "64-true",
     "transformer-engine",
 )
+
+
+# Optimizer arguments torch checks when the optimizer is built (after the model and data are): the range each
+# must lie in. A learning rate of 0 is accepted by torch but trains nothing, so it is refused here too.
+_OPTIMIZER_RANGES = {
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "eps": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: v >= 0, ">= 0"),
+    "dampening": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_optimizer(optimizer: Any, key: str) -> None:
+    """An optimizer config (``{_target_: <class>, _partial_: true, lr: ..., ...}``) that the optimizer will
+    accept when it is built: checked when the config is read, not after the teacher and data have loaded.
+
+    Args:
+        optimizer: the config dict (a DictConfig or a plain dict).
+        key: its full config key, e.g. ``recipe.optimizer``, quoted in errors.
+    Raises:
+        ValueError: no / an unimportable ``_target_``, an argument its signature lacks, a value out of range.
+    """
+    if not isinstance(optimizer, Mapping) or not optimizer.get("_target_"):
+        raise ValueError(f"{key}: give {{_target_: <optimizer class>, _partial_: true, lr: ...}}, got {optimizer!r}")
+    try:
+        target = get_method(optimizer["_target_"])
+    except Exception as err:  # hydra raises ImportError or its own error: either way unusable
+        raise ValueError(f"{key}._target_={optimizer['_target_']!r} cannot be imported: {err}") from None
+    params = inspect.signature(target).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name, value in optimizer.items():
+        if name.startswith("_"):
+            continue
+        if name not in params and not takes_any:
+            raise ValueError(f"{key}.{name}: {optimizer['_target_']} takes no argument {name!r}")
+        if name in _OPTIMIZER_RANGES:
+            ok, bound = _OPTIMIZER_RANGES[name]
+            if not isinstance(value, int | float) or isinstance(value, bool) or not ok(value):
+                raise ValueError(f"{key}.{name} must be a number {bound}, got {value!r}")
+        if name == "betas" and not (
+            len(value) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in value)
+        ):
+            raise ValueError(f"{key}.betas must be two numbers in [0, 1), got {list(value)}")
+
+
+def check_warmup_fraction(value: float, key: str) -> None:
+    """A warm-up fraction of the steps: in [0, 1) (1 would leave no step after the warm-up)."""
+    if not 0 <= value < 1:
+        raise ValueError(f"{key} must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -71,6 +124,25 @@ class TrainerConfig:
             raise ValueError(
                 f"trainer.accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}"
             )
+        # What Lightning's Trainer refuses when it is built, after the teacher and data have loaded.
+        if self.max_epochs is not None and self.max_epochs < -1:
+            raise ValueError(f"trainer.max_epochs must be >= -1 (-1: no limit) or null, got {self.max_epochs}")
+        if self.log_every_n_steps < 0:
+            raise ValueError(f"trainer.log_every_n_steps must be >= 0, got {self.log_every_n_steps}")
+        if self.gradient_clip_val is not None and self.gradient_clip_val < 0:
+            raise ValueError(f"trainer.gradient_clip_val must be >= 0 or null, got {self.gradient_clip_val}")
+        if self.check_val_every_n_epoch is not None and self.check_val_every_n_epoch < 1:
+            raise ValueError(
+                f"trainer.check_val_every_n_epoch must be >= 1 or null, got {self.check_val_every_n_epoch}"
+            )
+        for name in ("val_check_interval", "limit_val_batches"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (isinstance(value, float) and value > 1 and not value.is_integer())):
+                raise ValueError(
+                    f"trainer.{name} must be a fraction in [0, 1] or a whole number of batches, got {value}"
+                )
+        if self.num_sanity_val_steps < -1:
+            raise ValueError(f"trainer.num_sanity_val_steps must be >= -1, got {self.num_sanity_val_steps}")
 
 
 @dataclass

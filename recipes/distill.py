@@ -36,10 +36,10 @@ from modules.losses import LAYER_MAPS, layer_map
 from modules.progressive import progressive_schedule
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
-from modules.teacher import Teacher, load_teacher
+from modules.teacher import Teacher, check_positions, load_teacher, read_teacher_config
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, write_metrics
-from recipes.config import RunConfig
+from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,15 @@ class DistillConfig:
             raise ValueError(f"recipe.losses.temperature must be > 0, got {self.losses.temperature}")
         if self.mlm_kd_topk is not None and self.mlm_kd_topk < 1:
             raise ValueError(f"recipe.mlm_kd_topk must be >= 1 or null, got {self.mlm_kd_topk}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"recipe.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        check_warmup_fraction(self.warmup_fraction, "recipe.warmup_fraction")
+        check_optimizer(self.optimizer, "recipe.optimizer")
+        if self.val_every_n_steps is not None and self.val_every_n_steps < 1:
+            raise ValueError(f"recipe.val_every_n_steps must be >= 1 or null, got {self.val_every_n_steps}")
+        if self.checkpoint_every_n_steps < 1:
+            raise ValueError(
+                f"recipe.checkpoint_every_n_steps must be > 0 (last.ckpt is what a crashed run resumes from), "
+                f"got {self.checkpoint_every_n_steps}"
+            )
 
     @property
     def total_steps(self) -> int:
@@ -126,9 +133,14 @@ def check_compatible(cfg: RunConfig) -> None:
             f"latency.seq_len={cfg.latency.seq_len} exceeds student.max_position_embeddings="
             f"{cfg.student.max_position_embeddings}; lower latency.seq_len or set recipe.measure_latency=false"
         )
-    if recipe.checkpoint_every_n_steps <= 0:
+    # The teacher reads the same ids: its positions and vocabulary, from its config.json alone (no weights).
+    teacher_config = read_teacher_config(cfg.teacher)
+    check_positions(f"teacher {cfg.teacher.name_or_path}", teacher_config, {"data.max_seq_len": cfg.data.max_seq_len})
+    if cfg.student.vocab_size is not None and cfg.student.vocab_size != teacher_config.vocab_size:
         raise ValueError(
-            "recipe.checkpoint_every_n_steps must be > 0: last.ckpt is what a crashed run resumes from"
+            f"student.vocab_size={cfg.student.vocab_size} but teacher {cfg.teacher.name_or_path}'s vocabulary has "
+            f"{teacher_config.vocab_size} entries: the student reads the teacher tokenizer's ids, so leave "
+            "student.vocab_size null"
         )
 
 

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -40,7 +40,7 @@ from transformers import (
 
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
-from core.assets import is_local_path, resolve_path
+from core.assets import has_tokenizer, is_local_path, require_same_tokenizer, resolve_path
 from datamodules.classification import ClassificationDataModule, TaskDataConfig
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
@@ -48,8 +48,9 @@ from modules.finetuning import FinetuneModule, metric_names
 from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
+from modules.teacher import check_positions
 from recipes.common import build_logger, build_trainer, write_metrics
-from recipes.config import RunConfig
+from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
 from reports.predictions import write_predictions
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ class TaskKDConfig:
 class FinetuneConfig:
     """Hydra schema of recipe=finetune."""
 
+    # Where this schema sits in the run config, for error messages (a subclass nests it elsewhere, e.g.
+    # recipe=adabert's recipe.teacher_finetune). A ClassVar: not a config key.
+    key: ClassVar[str] = "recipe"
+
     name: str = "finetune"
     # teacher (the teacher group's model) | a local dir (a distilled student: <run dir>/student) | a hub id
     model: str = "teacher"
@@ -94,11 +99,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"recipe.epochs must be >= 1, got {self.epochs}")
+            raise ValueError(f"{self.key}.epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"recipe.max_steps must be >= 1 or null, got {self.max_steps}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"recipe.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise ValueError(f"{self.key}.max_steps must be >= 1 or null, got {self.max_steps}")
+        check_warmup_fraction(self.warmup_fraction, f"{self.key}.warmup_fraction")
+        check_optimizer(self.optimizer, f"{self.key}.optimizer")
 
 
 def model_path(cfg: RunConfig) -> str:
@@ -198,12 +203,9 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
         FileNotFoundError: ``recipe.task_kd.teacher`` holds no saved model.
     """
     recipe: FinetuneConfig = cfg.recipe
-    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
-    if positions is not None and cfg.task.max_seq_len > positions:
-        raise ValueError(
-            f"task.max_seq_len={cfg.task.max_seq_len} exceeds {path}'s max_position_embeddings={positions}; "
-            f"set task.max_seq_len <= {positions}"
-        )
+    model_config = AutoConfig.from_pretrained(path)
+    positions = getattr(model_config, "max_position_embeddings", None)
+    check_positions(path, model_config, {"task.max_seq_len": cfg.task.max_seq_len})
     if positions is not None and recipe.measure_latency and cfg.latency.seq_len > positions:
         raise ValueError(
             f"latency.seq_len={cfg.latency.seq_len} exceeds {path}'s max_position_embeddings={positions}; "
@@ -218,11 +220,29 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
             )
         require_head(teacher, "ForQuestionAnswering" if qa else "ForSequenceClassification",
                      "recipe.task_kd.teacher", cfg.task.name)  # fmt: skip
+        check_kd_teacher(cfg, path, teacher)
     if qa and cfg.trainer.limit_val_batches not in (None, 1, 1.0):
         raise ValueError(
             "trainer.limit_val_batches: SQuAD scores every question of the dev set (a partial pass would score "
             "the rest as unanswered); leave it null"
         )
+
+
+def check_kd_teacher(cfg: RunConfig, path: str, teacher: Path) -> None:
+    """The task-KD teacher reads the student's ids: the same tokenizer, every length (tokenizers and config.json).
+
+    Raises:
+        ValueError: the tokenizers differ (names both), or the teacher cannot embed ``task.max_seq_len``.
+    """
+    if has_tokenizer(teacher):
+        require_same_tokenizer(
+            AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(teacher),
+            f"recipe.model ({path})", f"recipe.task_kd.teacher ({teacher})",
+        )  # fmt: skip
+    else:  # a model saved without its tokenizer (recipe=finetune saves both): only its vocabulary size is checked
+        log.warning("recipe.task_kd.teacher: %s has no tokenizer files; cannot check it reads the student's ids", teacher)
+    check_positions(f"recipe.task_kd.teacher ({teacher})", AutoConfig.from_pretrained(teacher),
+                    {"task.max_seq_len": cfg.task.max_seq_len})  # fmt: skip
 
 
 def require_head(path: Path, head: str, field: str, task_name: str) -> None:
@@ -244,14 +264,18 @@ def require_head(path: Path, head: str, field: str, task_name: str) -> None:
 def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
     """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
 
-    It must read the student's token ids (the same vocabulary).
+    It must read the student's token ids: the same tokenizer (as in ``preflight``), every id embedded.
 
     Raises:
-        ValueError: the teacher's vocabulary is smaller than the student's tokenizer.
+        ValueError: the teacher's tokenizer differs from the student's, or its vocabulary is smaller.
     """
     if not cfg.recipe.task_kd.teacher:
         return None
-    teacher = auto_class.from_pretrained(str(resolve_path(cfg.recipe.task_kd.teacher)))
+    teacher_dir = resolve_path(cfg.recipe.task_kd.teacher)
+    if has_tokenizer(teacher_dir):
+        require_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_dir),
+                               f"the student ({tokenizer.name_or_path})", f"recipe.task_kd.teacher ({teacher_dir})")  # fmt: skip
+    teacher = auto_class.from_pretrained(str(teacher_dir))
     if len(tokenizer) > teacher.config.vocab_size:
         raise ValueError(
             f"recipe.task_kd.teacher: its vocabulary ({teacher.config.vocab_size}) is smaller than the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.files import write_text_atomic
 from modules.adabert import OP_NAMES, DerivedArchitecture, cell_edges
@@ -31,6 +32,17 @@ class AdaBertSettings:
     inherit_weights: bool
     num_nodes: int  # intermediate nodes per cell
     latency_seq_len: int  # latency.seq_len: what the speed-up was measured at
+
+    @classmethod
+    def from_run(cls, cfg: Any) -> AdaBertSettings:
+        """What report.md states, from a recipe=adabert run's config (``RunConfig``; typed loosely: reports
+        sit below recipes in the import order)."""
+        r = cfg.recipe
+        return cls(
+            task=cfg.task.name, search_epochs=r.search_epochs, retrain_epochs=r.retrain_epochs, gamma=r.gamma,
+            beta=r.beta, temperature=r.temperature, tau_start=r.tau_start, tau_end=r.tau_end,
+            inherit_weights=r.inherit_weights, num_nodes=r.num_nodes, latency_seq_len=cfg.latency.seq_len,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hydra_plugins.pareto_sweeper import ObjectiveConfig, SearchConfig
 from search.space import StudentSpace
@@ -27,6 +28,8 @@ class StudentSearchConfig(SearchConfig):
     Raises:
         ValueError: see ``SearchConfig`` and ``StudentSpace``.
     """
+
+    key: ClassVar[str] = "search"  # errors name search.<key>, not the sweeper's hydra.sweeper.<key>
 
     space: StudentSpace = field(default_factory=StudentSpace)
     objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)

@@ -116,3 +116,18 @@ def test_real_minilm_teacher() -> None:
     assert [a.shape for a in out.attentions] == [(1, 12, S, S)] * 6
     # a pretrained model: [CLS] attends somewhere specific, not uniformly
     assert out.attentions[0][0, :, 0].max() > 2.0 / S
+
+
+def test_tokenizer_with_more_tokens_than_the_model_embeds_is_refused(tiny_teacher_dir, tmp_path) -> None:
+    """A teacher dir whose tokenizer was not saved with its model: ids past the embedding table."""
+    import shutil
+
+    from tests.conftest import SPECIALS, WORDS
+
+    path = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (path / name).unlink(missing_ok=True)
+    (path / "vocab.txt").write_text("\n".join(SPECIALS + WORDS + ["extra1", "extra2"]) + "\n")
+    with pytest.raises(ValueError, match=r"teacher.name_or_path=.*tokenizer has \d+ tokens but the model embeds"):
+        load_teacher(TeacherConfig(name_or_path=str(path)))

@@ -4,7 +4,7 @@ objective or report column; a project brings its own through config)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra_plugins.pareto_sweeper._space import SearchSpace, build_space, space_identity
 
@@ -29,6 +29,9 @@ class ObjectiveConfig:
         ValueError: a direction other than max / min.
     """
 
+    # The setting's key in error messages; a project's schema nesting it elsewhere overrides it. Not a field.
+    key: ClassVar[str] = "objectives"
+
     name: str
     direction: str = "max"
     # The worst value still of interest: the hypervolume's reference point, and where nevergrad's
@@ -37,7 +40,9 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"objective {self.name!r}: direction must be max or min, got {self.direction!r}")
+            raise ValueError(
+                f"{self.key}: objective {self.name!r}: direction must be max or min, got {self.direction!r}"
+            )
 
     def loss(self, value: float) -> float:
         """The value as a loss (smaller is better): negated for a max objective."""
@@ -53,13 +58,15 @@ class ConstraintConfig:
         ValueError: neither max nor min given.
     """
 
+    key: ClassVar[str] = "constraints"  # as ObjectiveConfig.key
+
     name: str
     max: float | None = None
     min: float | None = None
 
     def __post_init__(self) -> None:
         if self.max is None and self.min is None:
-            raise ValueError(f"constraint {self.name!r}: give max and/or min")
+            raise ValueError(f"{self.key}: constraint {self.name!r}: give max and/or min")
 
     def violation(self, value: float) -> float:
         """0 when satisfied, else how far outside, relative to the limit."""
@@ -88,6 +95,10 @@ class SearchConfig:
             or a bad space.
     """
 
+    # Where these settings sit, for error messages: the Hydra sweeper's node; a project's schema of its own
+    # (e.g. an in-process ``search`` group) overrides it. A ClassVar: not a setting.
+    key: ClassVar[str] = "hydra.sweeper"
+
     optimizer: str = "bo"  # bo | random | de | twopointsde | cma | pso | ngopt | any nevergrad name
     budget: int = 20  # trained trials (finished or failed); the baseline and infeasible proposals are extra
     num_workers: int = 1  # trials in flight at once (needs a parallel launcher, e.g. submitit)
@@ -100,31 +111,36 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         # Built from Hydra's DictConfig, the nested entries may still be plain dicts.
-        self.space: SearchSpace = build_space(self.space)
-        self.objectives = [
-            o if isinstance(o, ObjectiveConfig) else ObjectiveConfig(**o) for o in self.objectives
-        ]
-        self.constraints = [
-            c if isinstance(c, ConstraintConfig) else ConstraintConfig(**c) for c in self.constraints
-        ]
+        try:
+            self.space: SearchSpace = build_space(self.space)
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(f"{self.key}.{message}" if message.startswith("space") else f"{self.key}.space: {message}") from None
+        self.objectives = [_build(ObjectiveConfig, o, self.key) for o in self.objectives]
+        self.constraints = [_build(ConstraintConfig, c, self.key) for c in self.constraints]
         self.report_columns = list(self.report_columns)
+        key = self.key
         if self.optimizer.lower() not in OPTIMIZERS:
             import nevergrad as ng
 
             if self.optimizer not in ng.optimizers.registry:
                 raise ValueError(
-                    f"search optimizer={self.optimizer!r} is unknown: use one of {sorted(OPTIMIZERS)} "
+                    f"{key}.optimizer={self.optimizer!r} is unknown: use one of {sorted(OPTIMIZERS)} "
                     "or a nevergrad optimizer name (nevergrad.optimizers.registry)"
                 )
         if self.budget < 1:
-            raise ValueError(f"search budget must be >= 1 trial, got {self.budget}")
+            raise ValueError(f"{key}.budget must be >= 1 trial, got {self.budget}")
         if self.num_workers < 1:
-            raise ValueError(f"search num_workers must be >= 1, got {self.num_workers}")
+            raise ValueError(f"{key}.num_workers must be >= 1, got {self.num_workers}")
+        if self.max_proposals is not None and self.max_proposals < 1:
+            raise ValueError(f"{key}.max_proposals must be >= 1 or null (20 x budget), got {self.max_proposals}")
+        if not 0 <= self.seed < 2**32:  # numpy's RandomState, which nevergrad seeds with it, refuses others
+            raise ValueError(f"{key}.seed must be in [0, 2**32), got {self.seed}")
         if not self.objectives:
-            raise ValueError("search objectives: give at least one {name, direction}")
+            raise ValueError(f"{key}.objectives: give at least one {{name, direction}}")
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
-            raise ValueError(f"search objectives name a metric twice: {names}")
+            raise ValueError(f"{key}.objectives name a metric twice: {names}")
 
     @property
     def proposal_limit(self) -> int:
@@ -140,3 +156,13 @@ class SearchConfig:
             "objectives": [asdict(o) for o in self.objectives],
             "constraints": [asdict(c) for c in self.constraints],
         }
+
+
+def _build(cls: type, entry: Any, key: str) -> Any:
+    """An objective / constraint from its config dict (as is when already built); errors name ``key``."""
+    if isinstance(entry, cls):
+        return entry
+    try:
+        return cls(**entry)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{key}.{cls.key}: {entry}: {err}" if isinstance(err, TypeError) else f"{key}.{err}") from None

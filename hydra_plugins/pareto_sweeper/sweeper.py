@@ -211,4 +211,7 @@ def _import(target: str):
     module, _, name = target.partition(":")
     if not name:
         raise ValueError(f"hydra.sweeper.pretrial={target!r}: write it as 'package.module:function'")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"hydra.sweeper.pretrial={target!r} cannot be imported: {err}") from None
