@@ -233,6 +233,7 @@ def test_latency_recipe_lists_and_correlates(tmp_path) -> None:
                 "latency.warmup=1",
                 "latency.max_cv=10",
                 f"latency.cache_path={tmp_path / 'lat.json'}",
+                "latency.max_other_load=null",  # the correlations must not depend on what else the machine runs
             ],
         )
     metrics = latency_recipe.run(run.to_run_config(cfg, str(tmp_path)))
@@ -297,7 +298,7 @@ def fake_machine(monkeypatch, busy_until: float) -> FakeMachine:
 
 def test_contended_reading_is_re_measured_after_back_off_when_the_load_goes_away(tmp_path, monkeypatch) -> None:
     machine = fake_machine(monkeypatch, busy_until=1.5)  # busy through the first back-off (1 s), then quiet
-    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=1.0)
+    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=1.0, max_retries=0)  # no noise retry
     result = measure_latency(tiny_config(), cfg)
     assert machine.sleeps == [1.0, 2.0]  # doubling back-off; re-checked the load after each wait
     assert not result.contended and result.attempts == 2  # measured again only once the machine was quiet
@@ -315,3 +316,16 @@ def test_reading_that_stays_contended_is_flagged_after_bounded_retries(tmp_path,
     machine.sleeps.clear()
     assert measure_latency(tiny_config(), dataclasses.replace(cfg, contended_retries=0)).contended
     assert machine.sleeps == []
+
+
+def test_rank_correlations_leave_out_contended_readings() -> None:
+    rows = [
+        {"params": 1, "flops": 3, "p50_ms": 1.0, "contended": False},
+        {"params": 2, "flops": 2, "p50_ms": 2.0, "contended": False},
+        {"params": 3, "flops": 1, "p50_ms": 3.0, "contended": False},
+        {"params": 0.5, "flops": 4, "p50_ms": 272.0, "contended": True},  # the smallest, timed on a busy CPU
+    ]
+    out = latency_recipe.rank_correlations(rows)
+    assert out["configs"] == 4 and out["correlated"] == 3
+    assert out["spearman/params_vs_latency"] == pytest.approx(1.0)
+    assert out["kendall/flops_vs_latency"] == pytest.approx(-1.0)
