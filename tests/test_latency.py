@@ -298,7 +298,8 @@ def fake_machine(monkeypatch, busy_until: float) -> FakeMachine:
 
 def test_contended_reading_is_re_measured_after_back_off_when_the_load_goes_away(tmp_path, monkeypatch) -> None:
     machine = fake_machine(monkeypatch, busy_until=1.5)  # busy through the first back-off (1 s), then quiet
-    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=1.0, max_retries=0)  # no noise retry
+    # max_cv: real noise on this shared CPU must neither retry nor keep the clean reading out of the cache
+    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=1.0, max_retries=0, max_cv=1e9)
     result = measure_latency(tiny_config(), cfg)
     assert machine.sleeps == [1.0, 2.0]  # doubling back-off; re-checked the load after each wait
     assert not result.contended and result.attempts == 2  # measured again only once the machine was quiet
