@@ -7,8 +7,12 @@ thread count on CPU). It returns p50 / p90 / mean / std (ms), the coefficient of
 throughput (sequences/s) and peak memory. p50 is the median of the rounds' medians; a measurement whose
 round medians spread by more than ``max_cv`` is repeated up to ``max_retries`` times, then flagged. On CPU a
 measurement during which other processes used more than ``max_other_load`` of the machine's CPU time (from
-``/proc/stat``, minus this process) is flagged ``contended``: steady contention slows every round alike, so
-the spread cannot see it. Flagged results are returned but never cached. Results are cached per (architecture, device
+``/proc/stat``, minus this process) is ``contended``: steady contention slows every round alike, so
+the spread cannot see it. A contended measurement is re-taken up to ``contended_retries`` times, each after a
+back-off (``backoff_s``, doubling) during which the machine's load is read again from the same clock (no
+re-measuring while it is still busy); if it stays contended the result is flagged ``contended``. Flagged results
+are returned but never cached, and a search must not use their numbers (``latency/contended`` is in the search's
+``invalid_if``). Results are cached per (architecture, device
 fingerprint, dtype, batch, sequence length, backend, library versions): each architecture is measured
 once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and friends.
 """
@@ -50,15 +54,15 @@ class LatencyConfig:
     backend: str = "eager"  # eager | compile (torch.compile) | onnxruntime
     warmup: int = 10
     repeats: int = 50  # timed passes per round
-    rounds: int = (
-        3  # p50 = median of the rounds' medians: a burst of machine noise moves one round, not the result
-    )
+    rounds: int = 3  # p50 = median of the rounds' medians: a burst of machine noise moves one round, not the result
     threads: int | None = None  # CPU threads while timing; null = torch's current setting
     max_cv: float = 0.05  # relative spread of the round medians ((max - min) / p50) above this is noisy
     max_retries: int = 2
     # CPU: the share of the machine's CPU time that other processes may use while timing before the result is
     # flagged contended (and not cached); null: never flag
     max_other_load: float | None = 0.25
+    contended_retries: int = 3  # re-measure a contended reading at most this many times, then flag it
+    backoff_s: float = 2.0  # wait before the first re-measurement; doubles after each (2, 4, 8 s)
     cache_path: str | None = "~/.cache/distill-recipes/latency.json"  # null: no cache
 
     def __post_init__(self) -> None:
@@ -69,8 +73,8 @@ class LatencyConfig:
         for name in ("batch_size", "seq_len", "repeats", "rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or self.max_retries < 0:
-            raise ValueError("latency.warmup and latency.max_retries must be >= 0")
+        if self.warmup < 0 or self.max_retries < 0 or self.contended_retries < 0 or self.backoff_s < 0:
+            raise ValueError("latency.warmup, max_retries, contended_retries and backoff_s must be >= 0")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"latency.threads must be >= 1 or null, got {self.threads}")
         if not self.max_cv > 0:
@@ -99,16 +103,7 @@ class LatencyResult:
     cached: bool = False
 
     def as_metrics(self, prefix: str = "latency/") -> dict[str, float]:
-        keys = (
-            "p50_ms",
-            "p50_spread",
-            "p90_ms",
-            "mean_ms",
-            "std_ms",
-            "cv",
-            "throughput_seq_s",
-            "peak_memory_mb",
-        )
+        keys = ("p50_ms", "p50_spread", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb")
         out = {prefix + k: float(getattr(self, k)) for k in keys}
         out[prefix + "noisy"] = float(self.noisy)
         out[prefix + "contended"] = float(self.contended)
@@ -269,6 +264,54 @@ def contended(before: CpuClock | None, after: CpuClock | None, max_other_load: f
     return False
 
 
+def _sleep(seconds: float) -> None:
+    """The back-off's wait (a seam: tests replace it with a fake clock's)."""
+    time.sleep(seconds)
+
+
+def machine_still_busy(cfg: LatencyConfig, seconds: float) -> bool:
+    """Wait ``seconds`` (this process idle) and tell whether other processes still used more than
+    ``max_other_load`` of the machine meanwhile (the /proc/stat clock; False where it cannot be read)."""
+    before = CpuClock.read()
+    _sleep(seconds)
+    after = CpuClock.read()
+    if before is None or after is None or cfg.max_other_load is None:
+        return False
+    return before.others_share(after) > cfg.max_other_load
+
+
+def timed_stats(fn, device: torch.device, cfg: LatencyConfig) -> tuple[dict[str, float], int, bool]:
+    """The rounds' statistics, re-measured while too noisy (``max_retries``) and, on CPU, re-taken after a
+    back-off while other processes keep the machine busy (``contended_retries``); see the module docstring.
+
+    Returns:
+        (statistics from ``summarise``, measurements taken, whether the kept one was contended).
+    """
+
+    def measure() -> dict[str, float]:
+        return summarise([time_calls(fn, device, 1, cfg.repeats) for _ in range(cfg.rounds)], cfg.batch_size)
+
+    attempts, retries = 0, 0
+    while True:
+        clock = CpuClock.read() if device.type == "cpu" else None
+        stats, attempts = measure(), attempts + 1
+        while stats["p50_spread"] > cfg.max_cv and attempts <= cfg.max_retries:
+            stats, attempts = measure(), attempts + 1
+        busy = device.type == "cpu" and contended(clock, CpuClock.read(), cfg.max_other_load)
+        # Back off while the machine stays busy; each wait counts as a retry, re-measured only once it is quiet.
+        while busy and retries < cfg.contended_retries:
+            wait = cfg.backoff_s * 2**retries
+            retries += 1
+            if not machine_still_busy(cfg, wait):
+                break
+            log.info("latency: the machine is still busy after a %.1f s back-off (%d/%d)",
+                     wait, retries, cfg.contended_retries)  # fmt: skip
+        else:
+            return stats, attempts, busy  # clean, or contended with the retries spent
+        log.info("latency: re-measuring after a %.1f s back-off (contended retry %d/%d)",
+                 wait, retries, cfg.contended_retries)  # fmt: skip
+
+
 def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConfig) -> LatencyResult:
     """Measure serving latency on the configured device; see the module docstring.
 
@@ -278,9 +321,10 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
     Args:
         model_or_config: a module whose forward takes ``input_ids`` and ``attention_mask`` (B, S), or a
             ``StudentConfig`` (a fresh, randomly initialised ``StudentModel`` is timed).
-        cfg: device, dtype, batch size, sequence length, backend, rounds and repeats, cache file.
+        cfg: device, dtype, batch size, sequence length, backend, rounds and repeats, retries, cache file.
     Returns:
-        the timings in ms (p50, p90, mean, std), throughput in sequences/s, peak memory in MiB, and flags.
+        the timings in ms (p50, p90, mean, std), throughput in sequences/s, peak memory in MiB, and flags
+        (``contended``: the machine stayed busy through every retry; its numbers must not be used).
     Raises:
         ValueError: ``cfg.seq_len`` exceeds the model's ``max_position_embeddings``.
         RuntimeError: the device or backend is not available.
@@ -309,31 +353,17 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
             torch.cuda.reset_peak_memory_stats(device)
         fn = prepare(model if fresh else copy.deepcopy(model), cfg, device, inputs)
         time_calls(fn, device, cfg.warmup, 0)
-        clock = CpuClock.read() if device.type == "cpu" else None
-
-        def measure() -> dict[str, float]:
-            return summarise(
-                [time_calls(fn, device, 1, cfg.repeats) for _ in range(cfg.rounds)], cfg.batch_size
-            )
-
-        stats, attempts = measure(), 1
-        while stats["p50_spread"] > cfg.max_cv and attempts <= cfg.max_retries:
-            stats, attempts = measure(), attempts + 1
+        stats, attempts, busy = timed_stats(fn, device, cfg)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-        busy = device.type == "cpu" and contended(clock, CpuClock.read(), cfg.max_other_load)
     finally:
         torch.set_num_threads(previous_threads)
     noisy = stats["p50_spread"] > cfg.max_cv
     if noisy:
-        log.warning(
-            "latency p50 stayed unstable after %d attempts (round medians spread %.3f > latency.max_cv %.3f)",
-            attempts,
-            stats["p50_spread"],
-            cfg.max_cv,
-        )
+        log.warning("latency p50 stayed unstable after %d attempts (round medians spread %.3f > latency.max_cv "
+                    "%.3f)", attempts, stats["p50_spread"], cfg.max_cv)  # fmt: skip
     result = LatencyResult(**stats, peak_memory_mb=peak, noisy=noisy, attempts=attempts, device=fingerprint,
                            contended=busy)  # fmt: skip
     if cache is not None and not noisy and not busy:

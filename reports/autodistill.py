@@ -31,6 +31,19 @@ def downstream_score(metrics: dict[str, float]) -> float | None:
     return metrics.get("test/score", metrics.get("val/score"))
 
 
+def trusted_latency(metrics: dict[str, Any]) -> float | None:
+    """The measured p50 latency (ms), or None when it is missing or was timed on a busy CPU (``latency/contended``:
+    it ranks the machine's load, not the model, so no table or summary shows it as a number)."""
+    if metrics.get("latency/contended"):
+        return None
+    return metrics.get("latency/p50_ms")
+
+
+def latency_cell(metrics: dict[str, Any]) -> str:
+    """The report's latency cell: the p50, or "contended" for a reading timed on a busy CPU."""
+    return "contended" if metrics.get("latency/contended") else cell(trusted_latency(metrics), ".2f")
+
+
 def flash_fidelity(candidates: list[Candidate]) -> float:
     """Kendall tau between flash and regular MLM accuracy over the regular-distilled students (§4.7)."""
     from scipy import stats
@@ -53,6 +66,7 @@ def summary_metrics(
         "search/ok": sum(r.status == "ok" for r in trials),
         "search/failed": sum(r.status == "failed" for r in trials),
         "search/infeasible": sum(r.status == "infeasible" for r in trials),
+        "search/unmeasured": sum(r.status == "unmeasured" for r in trials),
         "search/front_size": len(result.front),
         "search/hypervolume": result.hypervolume,
         "flash_fidelity/kendall_tau": tau,
@@ -60,9 +74,13 @@ def summary_metrics(
     }
     for c in candidates:
         key = c.label.replace(" ", "_")
-        for name in ("val/mlm_acc", "latency/p50_ms", "params"):
+        for name in ("val/mlm_acc", "params"):
             if name in c.regular:
                 out[f"{key}/{name}"] = c.regular[name]
+        if trusted_latency(c.regular) is not None:
+            out[f"{key}/latency/p50_ms"] = c.regular["latency/p50_ms"]
+        elif c.regular.get("latency/contended"):
+            out[f"{key}/latency/contended"] = 1.0
         score = downstream_score(c.downstream)
         if score is not None:
             out[f"{key}/downstream_score"] = score
@@ -88,13 +106,13 @@ def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: 
         m = c.regular or c.flash
         rows.append(
             f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
-            f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {cell(m.get('latency/p50_ms'), '.2f')} | "
+            f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {latency_cell(m)} | "
             f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
             f"{cell(downstream_score(c.downstream), '.2f')} |"
         )
     rows.append(
         f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{teacher['latency/p50_ms']:.2f} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
+        f"{latency_cell(teacher)} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
     )
     return rows
 
@@ -136,7 +154,8 @@ def write_report(
         "# AutoDistill report",
         "",
         f"Search: {metrics['search/trials']:.0f} trials ({metrics['search/ok']:.0f} ok, {metrics['search/failed']:.0f} failed, "
-        f"{metrics['search/infeasible']:.0f} infeasible, not trained) with `{s.optimizer}`; objectives "
+        f"{metrics['search/infeasible']:.0f} infeasible, not trained, {metrics['search/unmeasured']:.0f} unmeasured: "
+        f"latency timed on a busy CPU, not told to the optimiser) with `{s.optimizer}`; objectives "
         + ", ".join(f"{o.direction} `{o.name}`" for o in s.objectives)
         + (
             "; constraints " + ", ".join(f"`{c.name}` in [{c.min}, {c.max}]" for c in s.constraints)

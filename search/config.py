@@ -13,6 +13,9 @@ from search.space import StudentSpace
 
 # Metrics every distillation returns that a report should show beside the objectives.
 REPORT_COLUMNS = ("params", "flops_per_seq@128", "latency/p50_ms", "val/mlm_acc", "wall_time_s")
+# A latency timed while other processes kept the CPU busy (callbacks/latency.py, after its retries) is no
+# objective value: such a trial is recorded "unmeasured" and re-run on resume.
+INVALID_IF = ("latency/contended",)
 
 
 def default_objectives() -> list[ObjectiveConfig]:
@@ -34,6 +37,7 @@ class StudentSearchConfig(SearchConfig):
     space: StudentSpace = field(default_factory=StudentSpace)
     objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
     report_columns: list[str] = field(default_factory=lambda: list(REPORT_COLUMNS))
+    invalid_if: list[str] = field(default_factory=lambda: list(INVALID_IF))
 
     def __post_init__(self) -> None:
         if isinstance(self.space, dict) and "_target_" not in self.space:  # from Python: the student space's fields

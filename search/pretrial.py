@@ -15,7 +15,9 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
 
     ``cfg`` is the trial's composed config (a DictConfig or a RunConfig). Gives ``params``,
     ``params_with_heads``, ``flops_per_seq@128``, and, when a ``latency/*`` name is asked for, the latency of
-    a fresh build on ``latency.device`` (cached, so the trial's own measurement is then a cache hit).
+    a fresh build on ``latency.device`` (cached, so the trial's own measurement is then a cache hit). A latency
+    still contended after ``measure_latency``'s retries is left out: a busy machine must not reject a proposal,
+    so its latency constraints are checked on the trial's own measurement after training.
 
     Args:
         cfg: the trial's composed config (DictConfig or RunConfig).
@@ -46,7 +48,9 @@ def architecture_metrics(cfg: Any, names: set[str]) -> dict[str, float]:
         latency = OmegaConf.to_object(cfg.latency) if isinstance(cfg, DictConfig) else cfg.latency
         if not isinstance(latency, LatencyConfig):
             latency = LatencyConfig(**latency)
-        out.update(measure_latency(config, latency).as_metrics())
+        result = measure_latency(config, latency)
+        if not result.contended:
+            out.update(result.as_metrics())
     return out
 
 

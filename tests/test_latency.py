@@ -51,6 +51,7 @@ def fast(tmp_path, **kwargs) -> LatencyConfig:
         max_cv=10.0,
         cache_path=str(tmp_path / "lat.json"),
         max_other_load=None,  # the cache tests must not depend on what else the machine runs
+        contended_retries=0,  # no real back-off waits (the back-off tests fake the clock)
     )
     values.update(kwargs)
     return LatencyConfig(**values)
@@ -232,6 +233,7 @@ def test_latency_recipe_lists_and_correlates(tmp_path) -> None:
                 "latency.warmup=1",
                 "latency.max_cv=10",
                 f"latency.cache_path={tmp_path / 'lat.json'}",
+                "latency.max_other_load=null",  # the correlations must not depend on what else the machine runs
             ],
         )
     metrics = latency_recipe.run(run.to_run_config(cfg, str(tmp_path)))
@@ -261,3 +263,70 @@ def test_rank_correlations_by_hand() -> None:
 def test_bad_model_name_fails_before_measuring() -> None:
     with pytest.raises(ValueError, match="Model_<hidden>"):
         latency_recipe.LatencyRecipeConfig(space="list", models=["Model_1_2"])
+
+
+class FakeMachine:
+    """A 2-CPU /proc/stat clock whose other processes keep both cores busy until ``busy_until`` (fake seconds);
+    every reading and every back-off advance the fake time, so waiting is what lets the load go away."""
+
+    def __init__(self, busy_until: float) -> None:
+        self.now, self.machine_s, self.busy_until = 0.0, 0.0, busy_until
+        self.sleeps: list[float] = []
+
+    def advance(self, seconds: float) -> None:
+        busy = max(0.0, min(self.now + seconds, self.busy_until) - self.now)
+        self.machine_s += 2 * busy
+        self.now += seconds
+
+    def read(self) -> CpuClock:
+        self.advance(0.1)
+        return CpuClock(self.machine_s, 0.0, self.now, 2)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+
+def fake_machine(monkeypatch, busy_until: float) -> FakeMachine:
+    import callbacks.latency as latency_module
+
+    machine = FakeMachine(busy_until)
+    monkeypatch.setattr(latency_module.CpuClock, "read", staticmethod(machine.read))
+    monkeypatch.setattr(latency_module, "_sleep", machine.sleep)
+    return machine
+
+
+def test_contended_reading_is_re_measured_after_back_off_when_the_load_goes_away(tmp_path, monkeypatch) -> None:
+    machine = fake_machine(monkeypatch, busy_until=1.5)  # busy through the first back-off (1 s), then quiet
+    # max_cv: real noise on this shared CPU must neither retry nor keep the clean reading out of the cache
+    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=1.0, max_retries=0, max_cv=1e9)
+    result = measure_latency(tiny_config(), cfg)
+    assert machine.sleeps == [1.0, 2.0]  # doubling back-off; re-checked the load after each wait
+    assert not result.contended and result.attempts == 2  # measured again only once the machine was quiet
+    assert (tmp_path / "lat.json").exists()  # the clean reading is cached
+
+
+def test_reading_that_stays_contended_is_flagged_after_bounded_retries(tmp_path, monkeypatch) -> None:
+    machine = fake_machine(monkeypatch, busy_until=1e9)
+    cfg = fast(tmp_path, max_other_load=0.25, contended_retries=3, backoff_s=0.5)
+    result = measure_latency(tiny_config(), cfg)
+    assert machine.sleeps == [0.5, 1.0, 2.0]  # bounded: contended_retries waits, then give up
+    assert result.contended and result.as_metrics()["latency/contended"] == 1.0
+    assert not (tmp_path / "lat.json").exists()
+    # no retries configured: flagged at once, no wait
+    machine.sleeps.clear()
+    assert measure_latency(tiny_config(), dataclasses.replace(cfg, contended_retries=0)).contended
+    assert machine.sleeps == []
+
+
+def test_rank_correlations_leave_out_contended_readings() -> None:
+    rows = [
+        {"params": 1, "flops": 3, "p50_ms": 1.0, "contended": False},
+        {"params": 2, "flops": 2, "p50_ms": 2.0, "contended": False},
+        {"params": 3, "flops": 1, "p50_ms": 3.0, "contended": False},
+        {"params": 0.5, "flops": 4, "p50_ms": 272.0, "contended": True},  # the smallest, timed on a busy CPU
+    ]
+    out = latency_recipe.rank_correlations(rows)
+    assert out["configs"] == 4 and out["correlated"] == 3
+    assert out["spearman/params_vs_latency"] == pytest.approx(1.0)
+    assert out["kendall/flops_vs_latency"] == pytest.approx(-1.0)

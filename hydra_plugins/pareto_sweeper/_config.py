@@ -108,6 +108,9 @@ class SearchConfig:
     constraints: list[ConstraintConfig] = field(default_factory=list)
     max_proposals: int | None = None  # stop asking after this many (null: 20 x budget)
     report_columns: list[str] = field(default_factory=list)
+    # Metrics a trial sets (non-zero) when its own numbers are not to be trusted (e.g. latency/contended): the
+    # trial is recorded "unmeasured", never told to the optimiser nor on the front, and re-run on resume.
+    invalid_if: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Built from Hydra's DictConfig, the nested entries may still be plain dicts.
@@ -119,6 +122,7 @@ class SearchConfig:
         self.objectives = [_build(ObjectiveConfig, o, self.key) for o in self.objectives]
         self.constraints = [_build(ConstraintConfig, c, self.key) for c in self.constraints]
         self.report_columns = list(self.report_columns)
+        self.invalid_if = list(self.invalid_if)
         key = self.key
         if self.optimizer.lower() not in OPTIMIZERS:
             import nevergrad as ng

@@ -1,6 +1,6 @@
 """A search's records and their persistence in the sweep dir.
 
-- ``ledger.jsonl``: one line per finished trial (ok / failed / infeasible), rewritten atomically;
+- ``ledger.jsonl``: one line per finished trial (ok / failed / infeasible / unmeasured), rewritten atomically;
 - ``pending.json``: trials in flight, re-launched with their same index and settings after a crash;
 - ``search.json``: the settings, so a resumed search can refuse a changed space or objective.
 """
@@ -45,7 +45,7 @@ class TrialRecord:
     trial: int | str
     kind: str
     name: str
-    status: str  # ok | failed | infeasible
+    status: str  # ok | failed | infeasible | unmeasured (its metrics flagged untrustworthy: SearchConfig.invalid_if)
     feasible: bool
     value: dict[str, Any]
     assigned: dict[str, Any]
@@ -57,7 +57,7 @@ class TrialRecord:
     duration_s: float
 
     def losses(self, objectives: list[ObjectiveConfig]) -> list[float] | None:
-        """The objectives as losses (smaller is better), or None for a failed or infeasible trial."""
+        """The objectives as losses (smaller is better), or None for a failed, infeasible or unmeasured trial."""
         if self.status != "ok" or not self.feasible:
             return None
         return [o.loss(self.objectives[o.name]) for o in objectives]
@@ -172,9 +172,15 @@ def make_record(
     cfg: SearchConfig, trial: Trial, metrics: dict, error: str | None, started: str, duration: float
 ) -> TrialRecord:
     """A ledger record of a trial that returned ``metrics`` (or raised ``error``): failed when an objective is
-    missing or not finite, infeasible when a constraint is violated (or its metric missing)."""
+    missing or not finite, infeasible when a constraint is violated (or its metric missing), unmeasured when it
+    set one of ``cfg.invalid_if`` (then neither its objectives nor its constraints are read from it)."""
     objectives, status = {}, "ok" if error is None else "failed"
-    if error is None:
+    flagged = invalid_flags(cfg, metrics)
+    if error is None and flagged:
+        status = "unmeasured"
+        error = (f"metrics flagged untrustworthy by the trial: {flagged} (e.g. latency measured under contention); "
+                 "not told to the optimiser, re-run on resume")  # fmt: skip
+    if status == "ok":
         missing = [o.name for o in cfg.objectives if o.name not in metrics]
         bad = [
             o.name
@@ -198,6 +204,11 @@ def make_record(
         value=trial.value, assigned=trial.assigned, overrides=trial.overrides, objectives=objectives,
         metrics=metrics, error=error, started=started, duration_s=round(duration, 3),
     )  # fmt: skip
+
+def invalid_flags(cfg: SearchConfig, metrics: dict[str, float]) -> dict[str, float]:
+    """The ``cfg.invalid_if`` flags the metrics set (present and non-zero, NaN included)."""
+    return {n: metrics[n] for n in cfg.invalid_if if n in metrics and metrics[n] != 0}
+
 
 def violations(cfg: SearchConfig, metrics: dict[str, float], partial: bool = False) -> dict[str, Any]:
     """Constraints the metrics break. A constraint metric that is missing or NaN breaks it too

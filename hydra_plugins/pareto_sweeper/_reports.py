@@ -104,8 +104,8 @@ def write_reports(result: SearchResult, cfg: SearchConfig) -> None:
         infeasible = [
             (r.metrics[x.name], r.metrics[y.name])
             for r in trials
-            if not (r.status == "ok" and r.feasible) and x.name in r.metrics and y.name in r.metrics
-        ]
+            if r.status in ("ok", "infeasible") and not r.feasible and x.name in r.metrics and y.name in r.metrics
+        ]  # not failed or unmeasured trials: their numbers are partial or untrustworthy (invalid_if)
         base = next((r for r in result.records if r.kind == "baseline" and r.status == "ok"), None)
         plot_front(
             result.sweep_dir / "pareto.png",

@@ -6,7 +6,8 @@ and by in-process callers (e.g. a project's pipeline). Everything it learns goes
 happens (_ledger.py: ledger.jsonl, pending.json, search.json; _reports.py: pareto.csv, pareto.png,
 hypervolume.csv, refreshed after every trial). After a crash, re-running with the same sweep dir re-tells
 the ledger to the optimiser, re-launches the pending trials with their *same* index and settings (so a
-trial resumes from its own checkpoint), and carries on: no trial is lost or run twice.
+trial resumes from its own checkpoint), and carries on: no trial is lost or run twice. Trials flagged by
+``cfg.invalid_if`` are ``unmeasured``: never told, never on the front, re-launched on resume.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hydra_plugins.pareto_sweeper._ledger import (
     Trial,
     TrialRecord,
     clean_metrics,
+    invalid_flags,
     make_record,
     now,
     violations,
@@ -138,6 +140,9 @@ class ParetoSearch:
         saved = self.ledger.load()
         if self.reference is None and saved.reference is not None:
             self.reference = saved.reference
+        retry = [Trial(r.trial, r.kind, r.name, r.value, r.assigned, r.overrides)  # never told: run them again
+                 for r in saved.records if r.status == "unmeasured"]  # fmt: skip
+        saved.records, saved.pending = [r for r in saved.records if r.status != "unmeasured"], saved.pending + retry
         for rec in saved.records:
             self.records[rec.trial] = rec
         opt = self._make_optimizer()
@@ -281,6 +286,8 @@ class ParetoSearch:
 
         import nevergrad as ng
 
+        if record is not None and record.status == "unmeasured":
+            return  # its numbers are not to be trusted: no value, not even a penalty, is told
         losses = record.losses(self.cfg.objectives) if record is not None else None
         multi = len(self.cfg.objectives) > 1
         if losses is not None and self.reference is None:
@@ -338,7 +345,8 @@ class ParetoSearch:
             return rec
         # Anything else (no teacher config, a broken device) is not the proposal's fault: it stops the search.
         violated = violations(self.cfg, known, partial=True)
-        if not violated:
+        # Flagged pre-trial metrics (e.g. latency timed on a busy machine) reject nothing: checked after training.
+        if not violated or invalid_flags(self.cfg, known):
             return None
         rec = make_record(self.cfg, trial, known, None, started, time.perf_counter() - t0)
         rec.status, rec.feasible = "infeasible", False
@@ -346,7 +354,7 @@ class ParetoSearch:
         return rec
 
     def _trained(self) -> int:
-        return sum(1 for r in self.records.values() if r.kind == "trial" and r.status in ("ok", "failed"))
+        return sum(1 for r in self.records.values() if r.kind == "trial" and r.status in ("ok", "failed", "unmeasured"))
 
     def _set_reference_from(self, rec: TrialRecord) -> None:
         if self.reference is None and rec.status == "ok" and rec.feasible:

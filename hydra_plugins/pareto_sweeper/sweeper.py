@@ -54,6 +54,7 @@ class ParetoSweeperConf:
     constraints: list[ConstraintConfig] = field(default_factory=list)
     max_proposals: int | None = None
     report_columns: list[str] = field(default_factory=list)  # metrics copied into pareto.csv beside the objectives
+    invalid_if: list[str] = field(default_factory=list)  # flags a trial sets when its metrics are untrustworthy
     # Overrides of a reference trial run first (marked on the plot; the default hypervolume reference),
     # e.g. [student=mobilebert_baseline, student.num_blocks=4]. null: none.
     baseline: list[str] | None = None

@@ -1,0 +1,54 @@
+"""Wherever a measured latency feeds a decision or a table, a reading timed on a busy CPU (``latency/contended``)
+is left out or flagged: the pre-trial constraint check, recipe=autodistill's report rows and summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from callbacks.latency import LatencyConfig, LatencyResult
+from hydra_plugins.pareto_sweeper import SearchResult, TrialRecord
+from modules.student_spec import BlockSpec, StudentSpec
+from reports.autodistill import Candidate, comparison_rows, summary_metrics
+from search import pretrial
+
+BUSY = 272.0  # ms: a tiny student timed while another process loads both cores
+
+
+def reading(contended: bool) -> LatencyResult:
+    p50 = BUSY if contended else 0.33
+    return LatencyResult(p50_ms=p50, p50_spread=0.01, p90_ms=p50, mean_ms=p50, std_ms=0.0, cv=0.0,
+                         throughput_seq_s=1000 / p50, peak_memory_mb=1.0, noisy=False, attempts=4, device="cpu:x",
+                         contended=contended)  # fmt: skip
+
+
+def test_pre_trial_metrics_leave_out_a_contended_latency(monkeypatch) -> None:
+    cfg = SimpleNamespace(
+        student=StudentSpec(num_blocks=2, block=BlockSpec(32, 16, 2, 32, 1), vocab_size=100, max_position_embeddings=64),
+        latency=LatencyConfig(device="cpu", cache_path=None),
+    )
+    monkeypatch.setattr(pretrial, "measure_latency", lambda config, latency: reading(contended=True))
+    busy = pretrial.architecture_metrics(cfg, {"latency/p50_ms", "params"})
+    assert "params" in busy and not [k for k in busy if k.startswith("latency/")]  # params still checked
+    monkeypatch.setattr(pretrial, "measure_latency", lambda config, latency: reading(contended=False))
+    assert pretrial.architecture_metrics(cfg, {"latency/p50_ms"})["latency/p50_ms"] == 0.33
+
+
+def record(trial, status: str) -> TrialRecord:
+    return TrialRecord(trial=trial, kind="trial", name=f"s{trial}", status=status, feasible=status == "ok", value={},
+                       assigned={}, overrides=[], objectives={}, metrics={}, error=None, started="", duration_s=1.0)  # fmt: skip
+
+
+def test_autodistill_report_flags_contended_latency_of_students_baseline_and_teacher() -> None:
+    busy, quiet = reading(True).as_metrics(), reading(False).as_metrics()
+    base = Candidate("baseline", "base", {"val/mlm_acc": 0.3}, regular={**busy, "val/mlm_acc": 0.4, "params": 1e6})
+    student = Candidate("trial 0", "s0", {"val/mlm_acc": 0.3}, regular={**quiet, "val/mlm_acc": 0.5, "params": 1e6})
+    teacher = {"name": "t", "params": 2e7, "flops_per_seq@128": 1e9, **busy}
+    rows = comparison_rows([base, student], teacher, "sentiment")
+    assert not [r for r in rows if f"{BUSY:.2f}" in r]  # the busy reading is shown nowhere as a number
+    assert "| contended |" in rows[2] and "| contended |" in rows[-1] and "| 0.33 |" in rows[3]
+    result = SearchResult([record(0, "ok"), record(1, "unmeasured")], [], None, 0.0, Path("."))
+    metrics = summary_metrics(result, [base, student], teacher, float("nan"), 1.0)
+    assert "baseline/latency/p50_ms" not in metrics and metrics["baseline/latency/contended"] == 1.0
+    assert metrics["trial_0/latency/p50_ms"] == 0.33 and metrics["search/unmeasured"] == 1
+
