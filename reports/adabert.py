@@ -14,7 +14,7 @@ from typing import Any
 
 from core.files import write_text_atomic
 from modules.adabert import OP_NAMES, DerivedArchitecture, cell_edges
-from reports.sweep_table import save_figure
+from reports.sweep_table import latency_cell, save_figure
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,7 @@ def write_report(run_dir: Path, report: AdaBertReport) -> Path:
     def cell(key: str, fmt: str) -> str:
         return format(metrics[key], fmt) if key in metrics else "—"
 
+
     lines = [
         f"# AdaBERT on {settings.task}",
         "",
@@ -149,10 +150,10 @@ def write_report(run_dir: Path, report: AdaBertReport) -> Path:
         "",
         "| model | params (M) | GFLOPs/seq@128 | latency p50 (ms) | dev acc | test acc |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| teacher | {metrics['teacher/params'] / 1e6:.2f} | — | {cell('teacher/latency/p50_ms', '.2f')} | "
+        f"| teacher | {metrics['teacher/params'] / 1e6:.2f} | — | {latency_cell(metrics, 'teacher/')} | "
         f"{cell('teacher/val/acc', '.4f')} | {cell('teacher/test/acc', '.4f')} |",
         f"| AdaBERT (K = {arch.num_cells}) | {metrics['params'] / 1e6:.2f} | {metrics['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{cell('latency/p50_ms', '.2f')} | {cell('val/acc', '.4f')} | {cell('test/acc', '.4f')} |",
+        f"{latency_cell(metrics)} | {cell('val/acc', '.4f')} | {cell('test/acc', '.4f')} |",
         "",
         f"{metrics['compression']:.1f}× smaller"
         + (f", {metrics['speedup']:.1f}× faster (p50, bs1 × {settings.latency_seq_len}, this device)" if "speedup" in metrics

@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.glue import GLUE_TASKS
-from reports.sweep_table import natural_key, recipe_jobs, select
+from reports.sweep_table import measured_latency, natural_key, recipe_jobs, select
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,12 @@ def median_of(cells: Iterable[Cell], name: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def median_latency(cells: Iterable[Cell]) -> float | None:
+    """The median p50 over the cells' jobs whose latency was measured on a quiet machine (None if none)."""
+    values = [v for c in cells if (v := measured_latency(c.job.metrics)) is not None]
+    return statistics.median(values) if values else None
+
+
 def build_table(jobs: Sequence[Job]) -> Table:
     """The table of ``jobs``: tasks in paper order, one row per model, each cell its best-dev job."""
     cells = best_cells(jobs)
@@ -242,7 +248,7 @@ def build_table(jobs: Sequence[Job]) -> Table:
                 key=key,
                 cells=mine,
                 params_m=None if (p := median_of(mine.values(), "params")) is None else p / 1e6,
-                latency_ms=median_of(mine.values(), "latency/p50_ms"),
+                latency_ms=median_latency(mine.values()),
                 avg=statistics.fmean(scores) if scores else None,
                 complete=len(scores) == len(tasks),
             )

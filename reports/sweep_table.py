@@ -105,6 +105,22 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, text.getvalue())
 
 
+def measured_latency(metrics: dict[str, float], prefix: str = "") -> float | None:
+    """``<prefix>latency/p50_ms`` when it was measured on a quiet machine; None when absent or when
+    ``<prefix>latency/contended`` says other processes loaded the CPU while it was timed (then the number
+    is not a latency of the model and no table or plot may show or use it)."""
+    if metrics.get(f"{prefix}latency/contended"):
+        return None
+    return metrics.get(f"{prefix}latency/p50_ms")
+
+
+def latency_cell(metrics: dict[str, float], prefix: str = "", fmt: str = ".2f") -> str:
+    """A table cell for ``<prefix>latency/p50_ms``: the number, "contended", or the missing-cell mark."""
+    if metrics.get(f"{prefix}latency/contended"):
+        return "contended"
+    return number(metrics.get(f"{prefix}latency/p50_ms"), fmt)
+
+
 def save_figure(fig: Any, path: Path, **savefig_kwargs: Any) -> None:
     """Render a ``matplotlib.figure.Figure`` to PNG with the Agg canvas (no pyplot, no global backend
     switch) and write it atomically."""

@@ -52,3 +52,31 @@ def test_autodistill_report_flags_contended_latency_of_students_baseline_and_tea
     assert "baseline/latency/p50_ms" not in metrics and metrics["baseline/latency/contended"] == 1.0
     assert metrics["trial_0/latency/p50_ms"] == 0.33 and metrics["search/unmeasured"] == 1
 
+
+
+def test_sweep_tables_never_show_or_use_a_contended_latency() -> None:
+    """The fine-tuning and AdaBERT tables read latency through one rule: a contended reading is shown as
+    'contended', left out of medians and plots, and never turned into a ratio."""
+    from pathlib import Path
+
+    from reports.adabert_table import AdaBertJob
+    from reports.finetune_results import median_latency
+    from reports.sweep_table import latency_cell, measured_latency
+
+    quiet = {"latency/p50_ms": 4.0, "latency/contended": 0.0}
+    loaded = {"latency/p50_ms": 250.0, "latency/contended": 1.0, "teacher/latency/p50_ms": 900.0,
+              "teacher/latency/contended": 1.0}  # fmt: skip
+    assert measured_latency(quiet) == 4.0 and measured_latency(loaded) is None
+    assert measured_latency(loaded, "teacher/") is None
+    assert latency_cell(quiet) == "4.00" and latency_cell(loaded) == "contended"
+    assert latency_cell(loaded, "teacher/") == "contended"
+
+    job = AdaBertJob(Path("j"), "sentiment", 4.0, "t", (), ("conv3",), dict(loaded))
+    assert job.get("latency/p50_ms") is None and job.get("teacher/latency/p50_ms") is None
+
+    def _cell(metrics: dict):  # median_latency reads only cell.job.metrics
+        fake = type("FakeJob", (), {"metrics": metrics})()
+        return type("FakeCell", (), {"job": fake})()
+
+    assert median_latency([_cell(quiet), _cell(loaded), _cell({"latency/p50_ms": 6.0})]) == 5.0
+    assert median_latency([_cell(loaded)]) is None
