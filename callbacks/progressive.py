@@ -44,8 +44,9 @@ class ProgressiveTransfer(L.Callback):
     """Applies the stage of the current global step before each training batch.
 
     Expects the LightningModule to expose ``schedule``, ``student`` (a ``StudentForPreTraining``),
-    ``projections`` and ``heads()``. Re-applied every batch because Lightning puts the whole module
-    back in train mode at each epoch start; the cost is a loop over a few modules.
+    ``projections`` and ``heads()``. Re-applied every batch, not only when the stage changes: a resumed run
+    starts from a freshly built module and validation switches modes in between, and the stage must hold
+    whatever happened before this batch; the cost is a loop over a few modules.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,5 @@
-"""Sentence and sentence-pair classification / regression data: the ``task`` config and its data module.
+"""Sentence and sentence-pair classification / regression data: the data module of the ``task`` group
+(its config schema: ``datamodules.task_config.TaskDataConfig``).
 
 ``ClassificationDataModule.setup`` runs a chain of small pure functions, once, through the cache:
 

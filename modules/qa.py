@@ -10,7 +10,6 @@ Here the search is exact over all such pairs (BERT searches the top-20 starts ×
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.text import squad as squad_metric
 
+from core.files import write_json_atomic
 from datamodules.squad_features import NOT_CONTEXT
 from datamodules.squad_files import QAExample
 from modules.finetuning import (
@@ -220,5 +220,4 @@ class QAModule(L.LightningModule):
 
 def write_predictions(path: Path, predictions: dict[str, str]) -> None:
     """``{"<question id>": "<answer text>"}``: what SQuAD's official evaluate-v1.1.py reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+    write_json_atomic(path, predictions, indent=1, ensure_ascii=False)

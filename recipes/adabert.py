@@ -39,7 +39,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import resolve_path
-from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.classification import ClassificationDataModule
+from datamodules.task_config import TaskDataConfig
 from modules.adabert import AdaBertConfig, AdaBertForSequenceClassification
 from modules.adabert_child import (
     child_config,

@@ -17,9 +17,9 @@ from hydra.utils import get_method
 from omegaconf import MISSING
 
 from callbacks.latency import LatencyConfig
-from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
+from datamodules.task_config import TaskDataConfig
 from modules.student_spec import StudentSpec
 from modules.teacher import TeacherConfig
 from search.config import StudentSearchConfig as SearchConfig

@@ -41,9 +41,10 @@ from transformers import (
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from core.assets import has_tokenizer, is_local_path, require_same_tokenizer, resolve_path
-from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
+from datamodules.task_config import TaskDataConfig
 from modules.finetuning import FinetuneModule, metric_names
 from modules.losses import KDSettings
 from modules.qa import QAModule
@@ -262,9 +263,11 @@ def require_head(path: Path, head: str, field: str, task_name: str) -> None:
 
 
 def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
-    """The task-KD teacher (checked by ``preflight``), frozen later by the module; None without one.
+    """The task-KD teacher, frozen later by the module; None without one.
 
-    It must read the student's token ids: the same tokenizer (as in ``preflight``), every id embedded.
+    It must read the student's token ids: the same tokenizer, every id embedded. ``run`` compared the
+    tokenizers in ``preflight`` already; the check is repeated here (two tokenizer reads) because this
+    function is public and a caller that builds its own loop skips ``preflight``.
 
     Raises:
         ValueError: the teacher's tokenizer differs from the student's, or its vocabulary is smaller.

@@ -143,7 +143,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
     correlations = rank_correlations(rows)
     device = result.device
     clean = [r for r in rows if not r["contended"]]  # contended readings are in latency.csv, flagged, not plotted
-    plot_latency_vs_params(clean or rows, correlations, device, run_dir / "latency_vs_params.png")
+    if clean:
+        plot_latency_vs_params(clean, correlations, device, run_dir / "latency_vs_params.png")
+    else:
+        log.warning("every reading was contended: no latency_vs_params.png (re-run on a quiet machine)")
     log.info("measured %d students on %s: %s", len(rows), device, run_dir / "latency.csv")
 
     metrics = {**correlations, "noisy": float(sum(r["noisy"] for r in rows)),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.files import write_text_atomic
-from modules.adabert import OP_NAMES, DerivedArchitecture, cell_edges
+from modules.adabert_ops import OP_NAMES, DerivedArchitecture, cell_edges
 from reports.sweep_table import latency_cell, save_figure
 
 

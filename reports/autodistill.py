@@ -12,7 +12,7 @@ from typing import Any
 
 from core.files import write_text_atomic
 from hydra_plugins.pareto_sweeper import SearchConfig, SearchResult
-from reports.sweep_table import save_figure
+from reports.sweep_table import latency_cell, measured_latency, save_figure
 
 
 @dataclass
@@ -29,19 +29,6 @@ class Candidate:
 def downstream_score(metrics: dict[str, float]) -> float | None:
     """The downstream number the report shows: the test score where the test split has labels, else best dev."""
     return metrics.get("test/score", metrics.get("val/score"))
-
-
-def trusted_latency(metrics: dict[str, Any]) -> float | None:
-    """The measured p50 latency (ms), or None when it is missing or was timed on a busy CPU (``latency/contended``:
-    it ranks the machine's load, not the model, so no table or summary shows it as a number)."""
-    if metrics.get("latency/contended"):
-        return None
-    return metrics.get("latency/p50_ms")
-
-
-def latency_cell(metrics: dict[str, Any]) -> str:
-    """The report's latency cell: the p50, or "contended" for a reading timed on a busy CPU."""
-    return "contended" if metrics.get("latency/contended") else cell(trusted_latency(metrics), ".2f")
 
 
 def flash_fidelity(candidates: list[Candidate]) -> float:
@@ -77,7 +64,7 @@ def summary_metrics(
         for name in ("val/mlm_acc", "params"):
             if name in c.regular:
                 out[f"{key}/{name}"] = c.regular[name]
-        if trusted_latency(c.regular) is not None:
+        if measured_latency(c.regular) is not None:
             out[f"{key}/latency/p50_ms"] = c.regular["latency/p50_ms"]
         elif c.regular.get("latency/contended"):
             out[f"{key}/latency/contended"] = 1.0

@@ -178,7 +178,7 @@ def csv_rows(table: Table) -> list[dict[str, Any]]:
                     "seed": cell.job.seed,
                     "candidates": cell.candidates,
                     **{k: v for k, v in m.items() if k.startswith(("val/", "val_", "test/"))},
-                    **{k: m[k] for k in ("best_step", "steps", "params", "latency/p50_ms") if k in m},
+                    **{k: m[k] for k in ("best_step", "steps", "params", "latency/p50_ms", "latency/contended") if k in m},
                     "model_path": row.key.model,
                     "teacher_model": row.key.teacher,  # the teacher group's model, when model is "teacher"
                     "task_kd_teacher": row.key.kd_teacher,

@@ -17,11 +17,12 @@ from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
 from core.assets import DataError
 from datamodules import classification
-from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
 from datamodules.glue_loading import load_glue
 from datamodules.labels import parse_labels
 from datamodules.sampling import EpochShuffle, split_indices, split_sizes_for
+from datamodules.task_config import TaskDataConfig
 from datamodules.task_files import read_examples
 from datamodules.tokenized import pad_collate
 

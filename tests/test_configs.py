@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import run
-from datamodules.classification import TaskDataConfig
 from datamodules.pretraining import PretrainingDataConfig
 from datamodules.squad import QATaskConfig
+from datamodules.task_config import TaskDataConfig
 from modules.student_spec import StudentSpec
 from modules.teacher import TeacherConfig
 from recipes.config import RunConfig, TrainerConfig

@@ -140,7 +140,8 @@ def fake_mnli(n: int = 6) -> dict[str, FakeGlueSplit]:
 
 
 def test_glue_mnli_has_both_test_sets_and_glues_submission_files(monkeypatch, tokenizer, tmp_path) -> None:
-    from datamodules.classification import ClassificationDataModule, TaskDataConfig
+    from datamodules.classification import ClassificationDataModule
+    from datamodules.task_config import TaskDataConfig
     from recipes.finetune import submission_files
     from reports.predictions import write_predictions
 

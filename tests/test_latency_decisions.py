@@ -22,14 +22,21 @@ def reading(contended: bool) -> LatencyResult:
                          contended=contended)  # fmt: skip
 
 
-def test_pre_trial_metrics_leave_out_a_contended_latency(monkeypatch) -> None:
+def test_pre_trial_metrics_flag_a_contended_latency_and_reject_nothing_on_it(monkeypatch) -> None:
+    """The hook returns the reading with its flag; the search's invalid_if (the project's default) then
+    rejects nothing on it: the trial's own measurement decides after training."""
+    from hydra_plugins.pareto_sweeper._ledger import invalid_flags, violations
+    from search.config import StudentSearchConfig
+
     cfg = SimpleNamespace(
         student=StudentSpec(num_blocks=2, block=BlockSpec(32, 16, 2, 32, 1), vocab_size=100, max_position_embeddings=64),
         latency=LatencyConfig(device="cpu", cache_path=None),
     )
     monkeypatch.setattr(pretrial, "measure_latency", lambda config, latency: reading(contended=True))
     busy = pretrial.architecture_metrics(cfg, {"latency/p50_ms", "params"})
-    assert "params" in busy and not [k for k in busy if k.startswith("latency/")]  # params still checked
+    assert busy["params"] == 14752 and busy["latency/contended"] == 1.0  # params still checked
+    search = StudentSearchConfig(constraints=[{"name": "latency/p50_ms", "max": 8.0}])
+    assert violations(search, busy, partial=True) and invalid_flags(search, busy)  # violated, but flagged
     monkeypatch.setattr(pretrial, "measure_latency", lambda config, latency: reading(contended=False))
     assert pretrial.architecture_metrics(cfg, {"latency/p50_ms"})["latency/p50_ms"] == 0.33
 

@@ -17,8 +17,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from core.assets import DataError
-from datamodules.classification import ClassificationDataModule, TaskDataConfig
+from datamodules.classification import ClassificationDataModule
 from datamodules.sampling import split_indices
+from datamodules.task_config import TaskDataConfig
 from reports.predictions import write_predictions
 from tests.test_finetune import FakeGlueSplit
 from tests.test_recipes import run_py
