@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from core.files import write_text_atomic
+from reports.degenerate import FOOTNOTE, degenerate, flagged
 from reports.sweep_table import (
     SweepTableCli,
     latency_cell,
@@ -140,6 +141,11 @@ def teacher_jobs(jobs: Sequence[AdaBertJob]) -> dict[tuple[str, str], AdaBertJob
     return first
 
 
+def acc_cell(metrics: dict[str, float], prefix: str) -> str:
+    """``<prefix>acc``, marked ``⚠ one class`` / ``⚠ at chance`` for a degenerate classifier (reports/degenerate.py)."""
+    return flagged(number(metrics.get(f"{prefix}acc"), ".4f"), degenerate(metrics, prefix))
+
+
 def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed: Sequence[Path]) -> str:
     """adabert_table.md: one row per job, then one per teacher, and what the ratios and latencies mean."""
     tasks = sorted({j.task for j in jobs})
@@ -152,15 +158,15 @@ def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed:
             op_mix(job.genotype), number(job.get("num_cells"), ".0f"),
             number(None if params is None else params / 1e6, ".2f"), number(None if body is None else body / 1e6, ".3f"), number(job.get("compression"), ".1f"),
             number(None if flops is None else flops / 1e6, ".1f"), latency_cell(job.metrics),
-            number(job.get("speedup"), ".1f"), number(job.get("val/acc"), ".4f"), number(job.get("test/acc"), ".4f"),
+            number(job.get("speedup"), ".1f"), acc_cell(job.metrics, "val/"), acc_cell(job.metrics, "test/"),
         ])  # fmt: skip
     for (teacher, task), job in teacher_jobs(jobs).items():
         params, body = job.get("teacher/params"), job.get("teacher/params_non_embedding")
         lines.append([f"teacher: {teacher}"] + ([task] if len(tasks) > 1 else []) + [
             "—", "—", number(None if params is None else params / 1e6, ".2f"),
             number(None if body is None else body / 1e6, ".3f"), "1.0", "—",
-            latency_cell(job.metrics, "teacher/"), "1.0", number(job.get("teacher/val/acc"), ".4f"),
-            number(job.get("teacher/test/acc"), ".4f"),
+            latency_cell(job.metrics, "teacher/"), "1.0", acc_cell(job.metrics, "teacher/val/"),
+            acc_cell(job.metrics, "teacher/test/"),
         ])  # fmt: skip
     out = [
         f"# AdaBERT: efficiency weight β against size and accuracy ({', '.join(tasks)})",
@@ -172,6 +178,9 @@ def render_markdown(jobs: Sequence[AdaBertJob], labels: dict[Path, str], failed:
         "(the teacher measured in the same job); compare rows only from one machine. The teacher's test accuracy "
         "and latency are from the first job that used it.",
     ]  # fmt: skip
+    splits = ("val/", "test/", "teacher/val/", "teacher/test/")
+    if any(degenerate(j.metrics, p) for j in jobs for p in splits):
+        out += ["", FOOTNOTE]
     if failed:
         out += ["", f"{len(failed)} job(s) failed or unfinished: " + ", ".join(str(d) for d in failed)]
     return "\n".join(out) + "\n"
@@ -216,8 +225,9 @@ def plot(jobs: Sequence[AdaBertJob], labels: dict[Path, str], path: Path) -> Non
             x, y = job.get(key), job.get("val/acc")
             if x is None or y is None:
                 continue
-            ax.scatter([x * scale], [y], color="C0")
-            ax.annotate(f"{labels[job.dir]} (K={job.get('num_cells') or 0:.0f})", (x * scale, y), fontsize=7,
+            reason = degenerate(job.metrics, "val/")  # a degenerate classifier: hollow, named in its label
+            ax.scatter([x * scale], [y], color="C0", facecolors="none" if reason else "C0")
+            ax.annotate(f"{labels[job.dir]} (K={job.get('num_cells') or 0:.0f})" + (f" ⚠ {reason}" if reason else ""), (x * scale, y), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")  # fmt: skip
         for job in teacher_jobs(jobs).values():
             x, y = job.get(teacher_key), job.get("teacher/val/acc")

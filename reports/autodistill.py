@@ -12,6 +12,7 @@ from typing import Any
 
 from core.files import write_text_atomic
 from hydra_plugins.pareto_sweeper import SearchConfig, SearchResult
+from reports.degenerate import FOOTNOTE, degenerate, flagged, score_prefix
 from reports.sweep_table import latency_cell, measured_latency, save_figure
 
 
@@ -82,6 +83,16 @@ def cell(value: float | None, fmt: str) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
+def downstream_cell(metrics: dict[str, float]) -> str:
+    """The downstream score's cell, marked ``⚠ one class`` / ``⚠ at chance`` for a degenerate classifier."""
+    return flagged(cell(downstream_score(metrics), ".2f"), downstream_flag(metrics))
+
+
+def downstream_flag(metrics: dict[str, float]) -> str | None:
+    """Why the downstream classifier is degenerate (reports/degenerate.py), judged on the split shown."""
+    return degenerate(metrics, score_prefix(metrics)) if metrics else None
+
+
 def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: str) -> list[str]:
     """The report's markdown table: one row per candidate, then the teacher's."""
     rows = [
@@ -95,11 +106,11 @@ def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: 
             f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
             f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {latency_cell(m)} | "
             f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
-            f"{cell(downstream_score(c.downstream), '.2f')} |"
+            f"{downstream_cell(c.downstream)} |"
         )
     rows.append(
         f"| teacher | `{teacher['name']}` | {teacher['params'] / 1e6:.2f} | {teacher['flops_per_seq@128'] / 1e9:.3f} | "
-        f"{latency_cell(teacher)} | — | — | {cell(downstream_score(teacher.get('downstream', {})), '.2f')} |"
+        f"{latency_cell(teacher)} | — | — | {downstream_cell(teacher.get('downstream', {}))} |"
     )
     return rows
 
@@ -136,6 +147,7 @@ def write_report(
     plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png")
 
     rows = comparison_rows(candidates, teacher, task)
+    flags = [downstream_flag(m) for m in (*(c.downstream for c in candidates), teacher.get("downstream", {}))]
     s = search_cfg
     lines = [
         "# AutoDistill report",
@@ -166,6 +178,7 @@ def write_report(
             if recipe.downstream is not None
             else "Downstream fine-tuning: off (recipe.downstream=null)."
         ),
+        *(["", FOOTNOTE] if any(flags) else []),
         "",
         "![Pareto front](pareto.png)",
         "",

@@ -14,13 +14,13 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.glue import GLUE_TASKS
-from reports.sweep_table import measured_latency, natural_key, recipe_jobs, select
+from reports.sweep_table import FinishedJob, measured_latency, natural_key, recipe_jobs, select
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,13 @@ class Job:
 
 @dataclass(frozen=True)
 class Sweep:
-    """What the given dirs hold: finished finetune jobs and the dirs of failed (or unfinished) ones."""
+    """What the given dirs hold: finished finetune jobs, the dirs of failed (or unfinished) ones, and a line
+    per given dir that held no finetune job at all (why it was skipped)."""
 
     dirs: tuple[Path, ...]
     jobs: list[Job]
     failed: list[Path]
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,62 @@ def read_job(job_dir: Path, cfg: DictConfig) -> Job:
     )
 
 
+def pipeline_finetune_jobs(roots: Sequence[Path]) -> list[FinishedJob]:
+    """recipe=autodistill's own fine-tuning runs under roots: ``<pipeline run dir>/finetune/<label>/`` with
+    ``metrics.json`` (recipes/autodistill.py finetune_all). They are plain recipe=finetune runs but not Hydra
+    jobs, so they have no ``.hydra/config.yaml``; their config is the pipeline's (``recipe.downstream``, the
+    task, the teacher, the seed), with the model the pipeline gave them: the teacher, or
+    ``<pipeline run dir>/regular/<label>/student``."""
+    seen: set[Path] = set()
+    found = []
+    for root in roots:
+        for metrics in sorted(root.rglob("metrics.json"), key=natural_key):
+            job_dir, pipeline = metrics.parent, metrics.parent.parent.parent
+            config = pipeline / ".hydra" / "config.yaml"
+            if job_dir.parent.name != "finetune" or not config.exists() or job_dir.resolve() in seen:
+                continue
+            cfg = OmegaConf.load(config)
+            downstream = select(cfg, "recipe.downstream")
+            if select(cfg, "recipe.name") != "autodistill" or downstream is None:
+                continue
+            seen.add(job_dir.resolve())
+            model = (
+                "teacher"
+                if job_dir.name == "teacher"
+                else str(pipeline / "regular" / job_dir.name / "student")
+            )
+            recipe = {**OmegaConf.to_container(downstream), "name": "finetune", "model": model}
+            parts = {k: OmegaConf.to_container(cfg[k]) for k in ("task", "teacher") if k in cfg}
+            found.append(
+                FinishedJob(
+                    job_dir, OmegaConf.create({**parts, "recipe": recipe, "seed": select(cfg, "seed")})
+                )
+            )
+    return found
+
+
 def collect(dirs: Sequence[str | Path]) -> Sweep:
-    """The finetune jobs under dirs (recursively); other recipes' jobs are skipped."""
+    """The finetune jobs under dirs (recursively): recipe=finetune Hydra jobs and recipe=autodistill's own
+    fine-tuning runs (pipeline_finetune_jobs); other recipes' jobs are skipped, and a given dir that holds
+    no finetune job at all gets a line in ``Sweep.skipped`` saying so."""
     roots = tuple(Path(d) for d in dirs)
     found = recipe_jobs(roots, "finetune")
-    return Sweep(dirs=roots, jobs=[read_job(j.dir, j.cfg) for j in found.finished], failed=found.failed)
+    finished = found.finished + pipeline_finetune_jobs(roots)
+    skipped = [
+        f"{root}: no recipe=finetune job under it (neither a Hydra job dir with .hydra/config.yaml and "
+        "recipe.name=finetune, nor a recipe=autodistill run's finetune/<label>/metrics.json)"
+        for root in roots
+        if not any(is_under(j.dir, root) for j in finished)
+        and not any(is_under(d, root) for d in found.failed)
+    ]
+    return Sweep(
+        dirs=roots, jobs=[read_job(j.dir, j.cfg) for j in finished], failed=found.failed, skipped=skipped
+    )
+
+
+def is_under(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 # ------------------------------------------------------------------------------------------------ table

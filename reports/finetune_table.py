@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from core.files import write_text_atomic
+from reports.degenerate import FOOTNOTE, degenerate, flagged
 from reports.finetune_results import PAPER_COLUMNS, Column, Row, Sweep, Table, build_table, collect
 from reports.sweep_table import (
     MISSING_CELL,
@@ -65,11 +67,18 @@ class TableResult:
 
 
 def cell_text(row: Row, column: Column) -> str:
-    """``78.5`` or ``88.9/84.8`` (F1/acc), or "—" where the row has no job for the task or lacks a metric."""
+    """``78.5`` or ``88.9/84.8`` (F1/acc), or "—" where the row has no job for the task or lacks a metric;
+    ``⚠ one class: 57.3/49.1`` for a degenerate classifier (reports/degenerate.py, on the best-dev metrics)."""
     cell = row.cells.get(column.task)
     if cell is None or any(k not in cell.job.metrics for k in column.keys) or not column.keys:
         return MISSING_CELL
-    return "/".join(number(cell.job.metrics[k] * column.scale, ".1f") for k in column.keys)
+    text = "/".join(number(cell.job.metrics[k] * column.scale, ".1f") for k in column.keys)
+    return flagged(text, degenerate(cell.job.metrics, "val/"))
+
+
+def any_degenerate(table: Table) -> bool:
+    """Whether some cell of the table holds a degenerate classifier (then the notes explain the mark)."""
+    return any(degenerate(c.job.metrics, "val/") for row in table.rows for c in row.cells.values())
 
 
 def task_header(task: str) -> str:
@@ -142,6 +151,8 @@ def table_notes(table: Table, sweep: Sweep) -> list[str]:
         + (", MNLI counted once (its matched score)" if "mnli" in table.tasks else "")
         + ".",
     ]
+    if any_degenerate(table):
+        notes.append(FOOTNOTE)
     if not all(r.complete for r in table.rows):
         notes.append(
             f"\\* Avg over the tasks the row has; {MISSING_CELL}: no finished job of that model on that task."
@@ -158,6 +169,7 @@ def table_notes(table: Table, sweep: Sweep) -> list[str]:
     notes.append(
         f"Jobs: {len(sweep.jobs)} finished finetune job(s) under {listed(f'`{d}`' for d in sweep.dirs)}; {failed}"
     )
+    notes += [f"Skipped {line}." for line in sweep.skipped]
     return notes
 
 
@@ -201,7 +213,13 @@ def plot_scores(table: Table, path: Path) -> None:
         xs = [t for t, task in enumerate(table.tasks) if task in row.cells]
         scores = [row.cells[table.tasks[t]].job.score for t in xs]
         ys = [s if math.isfinite(s) else 0.0 for s in scores]  # a diverged (NaN) job: an empty bar
-        ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], ys, width=width, label=row.label)
+        centres = [x - 0.4 + width * (i + 0.5) for x in xs]
+        bars = ax.bar(centres, ys, width=width, label=row.label)
+        for bar, t, centre, y in zip(bars, xs, centres, ys):  # a degenerate classifier: hatched, marked
+            reason = degenerate(row.cells[table.tasks[t]].job.metrics, "val/")
+            if reason is not None:
+                bar.set_hatch("//")
+                ax.annotate(f"⚠ {reason}", (centre, y), ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(range(len(table.tasks)), [task_header(t) for t in table.tasks])
     ax.set_ylabel("task score (best dev, ×100)")
     ax.grid(axis="y", alpha=0.3)
@@ -264,9 +282,12 @@ def write_from_dirs(dirs: Sequence[str], out: str | None) -> TableResult:
     sweep = collect(dirs)
     if not sweep.jobs:
         raise ValueError(
-            f"no finished recipe=finetune job (a dir with metrics.json and .hydra/config.yaml) under "
-            f"{', '.join(dirs)}" + (f"; {len(sweep.failed)} failed or unfinished" if sweep.failed else "")
+            f"no finished recipe=finetune job (a dir with metrics.json and .hydra/config.yaml, or a "
+            f"recipe=autodistill run's finetune/<label>/) under {', '.join(dirs)}"
+            + (f"; {len(sweep.failed)} failed or unfinished" if sweep.failed else "")
         )
+    for line in sweep.skipped:  # the table's notes say it too; here for the person at the terminal
+        print(f"skipped {line}", file=sys.stderr)
     return write_table(sweep, out)
 
 
