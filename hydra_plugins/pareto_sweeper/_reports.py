@@ -30,6 +30,40 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+# A metric name's unit suffix -> the unit an axis label spells out ("latency/p50_ms" -> "latency/p50 (ms)").
+UNIT_SUFFIXES = {"_ms": "ms", "_us": "µs", "_s": "s", "_mb": "MB", "_gb": "GB", "_pct": "%"}
+
+
+def axis_label(name: str, direction: str) -> str:
+    """An objective's axis label: its name with the unit in words and which way is better, e.g.
+    ``latency/p50 (ms) ↓ better``, ``val/mlm_acc ↑ better`` (project-agnostic: from the name's suffix)."""
+    for suffix, unit in UNIT_SUFFIXES.items():
+        if name.endswith(suffix):
+            name = f"{name[: -len(suffix)]} ({unit})"
+            break
+    return f"{name} {'↑' if direction == 'max' else '↓'} better"
+
+
+def front_with_baseline(
+    points: list[tuple[float, float]],
+    front: list[int],
+    directions: tuple[str, str],
+    baseline: tuple[float, float] | None,
+) -> tuple[list[tuple[float, float]], list[int]]:
+    """The staircase to draw (the non-dominated set of the front's points and the baseline), and the front
+    points the baseline dominates (the search's front is among trials only; a reader compares with the star)."""
+    signs = [-1.0 if d == "max" else 1.0 for d in directions]
+
+    def loss(p: tuple[float, float]) -> list[float]:
+        return [s * v for s, v in zip(signs, p)]
+
+    if baseline is None:
+        return [points[i] for i in front], []
+    beaten = [i for i in front if pareto.dominates(loss(baseline), loss(points[i]))]
+    candidates = [points[i] for i in front if i not in beaten] + [baseline]
+    return [candidates[i] for i in pareto.non_dominated([loss(p) for p in candidates])], beaten
+
+
 def plot_front(
     path: Path,
     points: list[tuple[float, float]],
@@ -38,13 +72,20 @@ def plot_front(
     baseline: tuple[float, float] | None = None,
     failed: list[tuple[float, float]] | None = None,
     title: str = "",
+    directions: tuple[str, str] = ("min", "max"),
 ) -> None:
-    """All trials (grey), the front (red, joined as a staircase), the baseline (black star)."""
+    """All trials (grey), the front among trials and baseline (red staircase), front trials the baseline
+    beats on both axes (hollow red), the baseline (black star); the legend outside the axes.
+
+    Args:
+        points, baseline, failed: (x, y) in objective units; front: indices into points.
+        labels: the (x, y) axis labels (axis_label); directions: the (x, y) objectives' "min" / "max".
+    """
     # A Figure on the Agg canvas: no pyplot state, no global backend switch in the caller's process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.6))
+    fig = Figure(figsize=(7.6, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     if points:
@@ -53,29 +94,28 @@ def plot_front(
     if failed:
         xs, ys = zip(*failed)
         ax.scatter(xs, ys, s=22, marker="x", c="tab:orange", label=f"infeasible ({len(failed)})", zorder=2)
-    if front:
-        pts = sorted(points[i] for i in front)
-        ax.plot(
-            *zip(*pts),
-            "-o",
-            c="tab:red",
-            ms=6,
-            drawstyle="steps-post",
-            label=f"Pareto front ({len(front)})",
-            zorder=3,
-        )
+    stairs, beaten = front_with_baseline(points, front, directions, baseline)
+    if stairs:
+        kept = len(front) - len(beaten)
+        ax.plot(*zip(*sorted(stairs)), "-", c="tab:red", drawstyle="steps-post", zorder=3)
+        on_front = [points[i] for i in front if i not in beaten]
+        if on_front:
+            ax.scatter(*zip(*on_front), s=36, c="tab:red", label=f"Pareto front ({kept})", zorder=3)
+    if beaten:
+        ax.scatter(*zip(*(points[i] for i in beaten)), s=50, facecolors="none", edgecolors="tab:red",
+                   label=f"front trials the baseline beats ({len(beaten)})", zorder=3)  # fmt: skip
     if baseline is not None:
         ax.scatter([baseline[0]], [baseline[1]], s=160, marker="*", c="k", label="baseline", zorder=4)
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # outside the axes: inside, it hides points
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
     tmp.replace(path)
 
 
@@ -111,10 +151,11 @@ def write_reports(result: SearchResult, cfg: SearchConfig) -> None:
             result.sweep_dir / "pareto.png",
             points,
             front,
-            (f"{x.name} ({x.direction})", f"{y.name} ({y.direction})"),
+            (axis_label(x.name, x.direction), axis_label(y.name, y.direction)),
             baseline=(base.objectives[x.name], base.objectives[y.name]) if base else None,
             failed=infeasible,
             title=f"{len(trials)} trials, front {len(result.front)}, hypervolume {result.hypervolume:.4g}",
+            directions=(x.direction, y.direction),
         )
 
 
