@@ -64,29 +64,71 @@ class AdaBertReport:
     history: list[dict]
 
 
+# Where along its edge a label may sit (fractions from the source), in order of preference.
+LABEL_STEPS = (0.5, 0.35, 0.65, 0.25, 0.75, 0.15, 0.85)
+
+
+def place_labels(
+    edges: list[tuple[tuple[float, float], tuple[float, float]]],
+    avoid: list[tuple[float, float]],
+    size: tuple[float, float],
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> list[tuple[float, float]]:
+    """A point on each edge for its label, greedily: the first of LABEL_STEPS whose label box overlaps the
+    fewest boxes already placed (and the boxes around ``avoid``, the node names).
+
+    Args:
+        edges: ((x0, y0), (x1, y1)) per edge, in data units; avoid: points other labels must keep off.
+        size: a label box's (width, height) in inches; scale: inches per data unit along (x, y).
+    Returns:
+        One (x, y) per edge, in data units.
+    """
+    placed: list[tuple[float, float]] = []
+
+    def overlaps(p: tuple[float, float], others: list[tuple[float, float]]) -> int:
+        return sum(
+            abs(p[0] - q[0]) * scale[0] < size[0] and abs(p[1] - q[1]) * scale[1] < size[1] for q in others
+        )
+
+    for (x0, y0), (x1, y1) in edges:
+        options = [(x0 + t * (x1 - x0), y0 + t * (y1 - y0)) for t in LABEL_STEPS]
+        placed.append(min(options, key=lambda p: overlaps(p, placed + avoid)))  # min keeps the first of ties
+    return placed
+
+
+def cell_layout(num_nodes: int) -> dict[int, tuple[float, float]]:
+    """Inputs left, nodes left to right on three rows (top, bottom, middle: no node on the line between two
+    others of its row's neighbours), the output right."""
+    pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    for i in range(num_nodes):
+        pos[2 + i] = (1.0 + i, (1.3, -1.3, 0.0)[i % 3])
+    pos[2 + num_nodes] = (1.0 + num_nodes, 0.0)
+    return pos
+
+
 def draw_cell(arch: DerivedArchitecture, num_nodes: int, path: Path) -> None:
-    """Draw the derived cell as a DAG into the PNG ``path``: inputs left, nodes in a column, edges labelled
-    with their op, the attentive sum of the nodes dashed."""
+    """Draw the derived cell as a DAG into the PNG ``path``: inputs left, nodes on three rows, edges as arrows
+    labelled with their op (labels placed off each other), the attentive sum of the nodes dashed."""
     from matplotlib.figure import Figure  # here: Hydra imports the table callbacks beside this in every job
 
     names = ["c_{k-2}", "c_{k-1}"] + [f"node {i}" for i in range(num_nodes)] + ["output"]
-    pos = {0: (0.0, 1.0), 1: (0.0, -1.0)}
-    for i in range(num_nodes):
-        pos[2 + i] = (1.0 + i, 1.2 if i % 2 == 0 else -1.2)
+    pos = cell_layout(num_nodes)
     out = 2 + num_nodes
-    pos[out] = (1.0 + num_nodes, 0.0)
-    fig = Figure(figsize=(2.2 * (num_nodes + 2), 3.6))
+    width, height = 2.2 * (num_nodes + 2), 3.6
+    fig = Figure(figsize=(width, height))
     ax = fig.subplots()
-    for (node, j), op in zip(cell_edges(num_nodes), arch.genotype):
-        if op == "zero":
-            continue
-        (x0, y0), (x1, y1) = pos[j], pos[2 + node]
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.4"})
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center", va="center",
+    # arrows stop short of the node boxes (shrink, in points) so every head shows which way the edge runs
+    arrow = {"arrowstyle": "-|>", "mutation_scale": 12, "shrinkA": 16, "shrinkB": 16}
+    edges = [(pos[j], pos[2 + node], op) for (node, j), op in zip(cell_edges(num_nodes), arch.genotype)
+             if op != "zero"]  # fmt: skip
+    scale = (width / (num_nodes + 2.2), height / 3.6)
+    spots = place_labels([(a, b) for a, b, _ in edges], list(pos.values()), (0.75, 0.22), scale)
+    for (start, end, op), (x, y) in zip(edges, spots):
+        ax.annotate("", end, start, arrowprops={**arrow, "color": "0.4"})
+        ax.text(x, y, op, fontsize=7, ha="center", va="center",
                 bbox={"fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
     for i in range(num_nodes):
-        (x0, y0), (x1, y1) = pos[2 + i], pos[out]
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.75", "ls": "--"})
+        ax.annotate("", pos[out], pos[2 + i], arrowprops={**arrow, "color": "0.75", "ls": "--"})
     for k, (x, y) in pos.items():
         ax.text(x, y, names[k], ha="center", va="center", fontsize=9,
                 bbox={"boxstyle": "round", "fc": "#dde7f5" if k < 2 or k == out else "#f5e6cc"})  # fmt: skip
@@ -115,13 +157,16 @@ def plot_search(history: list[dict], probe_dev_acc: list[float], path: Path) -> 
         twin.set_ylabel("K (cells)")
         twin.yaxis.set_major_locator(MaxNLocator(integer=True))
         left.xaxis.set_major_locator(MaxNLocator(integer=True))
-        left.legend(loc="lower right", fontsize=8)
+        handles, names = (a + b for a, b in zip(left.get_legend_handles_labels(), twin.get_legend_handles_labels()))
+        # below the axes: inside, it covered the last epochs' points
+        left.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8,
+                    frameon=False)  # fmt: skip
     right.bar(range(1, len(probe_dev_acc) + 1), probe_dev_acc, color="C2")
     right.set_xlabel("teacher layer")
     right.set_ylabel("probe dev accuracy")
     right.set_ylim(min(probe_dev_acc + [0.5]) - 0.05, 1.0)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def write_report(run_dir: Path, report: AdaBertReport) -> Path:
