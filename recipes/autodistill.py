@@ -43,6 +43,7 @@ from hydra_plugins.pareto_sweeper import (
     SearchResult,
     Trial,
     TrialRecord,
+    check_metric_names,
     log_to_wandb,
     to_overrides,
 )
@@ -56,6 +57,7 @@ from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
 from reports.autodistill import Candidate, flash_fidelity, summary_metrics, write_report
 from search.config import StudentSearchConfig
+from search.metrics import distill_metric_names
 from search.pretrial import architecture_metrics
 from search.space import StudentSpace
 
@@ -122,7 +124,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
         The run's metrics (also written to <run dir>/metrics.json).
     Raises:
         ValueError: settings the pipeline cannot run (parallel trials, several devices, a bad student).
-        RuntimeError: no feasible trial finished.
+        RuntimeError: no feasible trial finished (every trial failed: the most common error), or
+            trainer.accelerator names a device this machine lacks (before any work).
     """
     recipe: AutoDistillConfig = cfg.recipe
     search_cfg: StudentSearchConfig = cfg.search
@@ -136,7 +139,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
     quiet = dataclasses.replace(
         cfg, trainer=dataclasses.replace(cfg.trainer, enable_progress_bar=False, enable_model_summary=False)
     )
-    distill.check_compatible(trial_config(quiet, {}, flash_recipe, run_dir))  # bad settings fail before any work
+    # Bad settings, a misspelt objective / constraint or a missing device fail now, not in every trial.
+    first = trial_config(quiet, {}, flash_recipe, run_dir)
+    distill.check_compatible(first)
+    check_metric_names(search_cfg, distill_metric_names(first), "search.metrics:distill_metric_names")
     started = time.perf_counter()
 
     # 1. Search with flash distillation.

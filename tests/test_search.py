@@ -364,7 +364,8 @@ def test_sweeper_killed_mid_run_resumes_with_no_duplicate_and_no_lost_trial(tmp_
 def test_sweeper_with_submitit_local_runs_trials_in_parallel(tmp_path) -> None:
     proc = subprocess.run(
         sweep_cmd(tmp_path, "hydra/launcher=submitit_local", "hydra.sweeper.num_workers=2", "hydra.sweeper.budget=4",
-                  "hydra.sweeper.optimizer=de", "hydra.launcher.timeout_min=5", "sleep_s=1"),  # fmt: skip
+                  "hydra.sweeper.optimizer=de", "hydra.launcher.timeout_min=5", "sleep_s=1",
+                  "hydra.sweeper.allow_parallel_latency=true"),  # synthetic latency: no timing to spoil  # fmt: skip
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -111,6 +111,8 @@ class SearchConfig:
     # Metrics a trial sets (non-zero) when its own numbers are not to be trusted (e.g. latency/contended): the
     # trial is recorded "unmeasured", never told to the optimiser nor on the front, and re-run on resume.
     invalid_if: list[str] = field(default_factory=list)
+    # On resume, run the ledger's failed trials again (under their own index) instead of counting them as spent.
+    retry_failed: bool = False
 
     def __post_init__(self) -> None:
         # Built from Hydra's DictConfig, the nested entries may still be plain dicts.

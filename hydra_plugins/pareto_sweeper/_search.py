@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_plugins.pareto_sweeper import _pareto as pareto
+from hydra_plugins.pareto_sweeper._checks import raise_if_all_failed, retry_failed_trials
 from hydra_plugins.pareto_sweeper._config import OPTIMIZERS, SearchConfig
 from hydra_plugins.pareto_sweeper._ledger import (
     Ledger,
@@ -104,6 +105,7 @@ class ParetoSearch:
 
         Raises:
             ValueError: the sweep dir holds a different search.
+            RuntimeError: every trial failed (the most common error; the ledger and reports are written first).
             BaseException: whatever stopped the search (Ctrl-C, a kill, a failing pre-trial hook), after
                 every finished result was saved and unfinished trials were left pending for the next run.
         """
@@ -132,6 +134,7 @@ class ParetoSearch:
         loop.progress.close()
         result = self.result()
         write_reports(result, self.cfg)
+        raise_if_all_failed(result.records, self.cfg.key, self.dir)
         return result
 
     # ---- the loop's steps --------------------------------------------------------------------
@@ -140,8 +143,9 @@ class ParetoSearch:
         saved = self.ledger.load()
         if self.reference is None and saved.reference is not None:
             self.reference = saved.reference
+        saved.records, retry = retry_failed_trials(saved.records, self.cfg.retry_failed, self.cfg.key)
         retry = [Trial(r.trial, r.kind, r.name, r.value, r.assigned, r.overrides)  # never told: run them again
-                 for r in saved.records if r.status == "unmeasured"]  # fmt: skip
+                 for r in retry + [r for r in saved.records if r.status == "unmeasured"]]  # fmt: skip
         saved.records, saved.pending = [r for r in saved.records if r.status != "unmeasured"], saved.pending + retry
         for rec in saved.records:
             self.records[rec.trial] = rec
@@ -358,16 +362,12 @@ class ParetoSearch:
 
     def _set_reference_from(self, rec: TrialRecord) -> None:
         if self.reference is None and rec.status == "ok" and rec.feasible:
-            self.reference = self._reference_from(
-                [o.loss(rec.objectives[o.name]) for o in self.cfg.objectives]
-            )
+            self.reference = self._reference_from([o.loss(rec.objectives[o.name]) for o in self.cfg.objectives])
 
     def _reference_from(self, losses: list[float]) -> list[float]:
         """Each objective's explicit ref where given, else 50% worse than these losses."""
-        return [
-            o.loss(o.ref) if o.ref is not None else x + 0.5 * max(abs(x), 1e-6)
-            for o, x in zip(self.cfg.objectives, losses)
-        ]
+        return [o.loss(o.ref) if o.ref is not None else x + 0.5 * max(abs(x), 1e-6)
+                for o, x in zip(self.cfg.objectives, losses)]  # fmt: skip
 
     def result(self) -> SearchResult:
         """The search so far: records, the front of feasible trials, the reference point and hypervolume."""

@@ -25,6 +25,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hydra_plugins.pareto_sweeper._checks import check_metric_names, check_parallel_latency
 from hydra_plugins.pareto_sweeper._config import ConstraintConfig, ObjectiveConfig, SearchConfig
 from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial
 from hydra_plugins.pareto_sweeper._reports import log_to_wandb
@@ -55,11 +56,18 @@ class ParetoSweeperConf:
     max_proposals: int | None = None
     report_columns: list[str] = field(default_factory=list)  # metrics copied into pareto.csv beside the objectives
     invalid_if: list[str] = field(default_factory=list)  # flags a trial sets when its metrics are untrustworthy
+    retry_failed: bool = False  # on resume, run the ledger's failed trials again
     # Overrides of a reference trial run first (marked on the plot; the default hypervolume reference),
     # e.g. [student=mobilebert_baseline, student.num_blocks=4]. null: none.
     baseline: list[str] | None = None
     # "module:function" computing constraint metrics without training: (trial config, names) -> dict.
     pretrial: str | None = None
+    # "module:function": (trial config) -> the metric names a trial reports; objectives and constraints are
+    # checked against them before any trial. It may raise to refuse a config that cannot run (e.g. no GPU).
+    metric_names: str | None = None
+    # Parallel trials on this machine (num_workers > 1, a local launcher) with a latency objective / constraint
+    # are refused: a latency timed while another trial trains is meaningless. true: run them anyway.
+    allow_parallel_latency: bool = False
 
 
 # Not "pareto": a project's own conf/hydra/sweeper/pareto.yaml (its preset, extending this) would shadow a
@@ -77,6 +85,8 @@ class ParetoSweeper(Sweeper):
                  for k, v in settings.items()}  # fmt: skip
         self.baseline = plain.pop("baseline", None)
         self.pretrial_target = plain.pop("pretrial", None)
+        self.metric_names_target = plain.pop("metric_names", None)
+        self.allow_parallel_latency = plain.pop("allow_parallel_latency", False)
         self.settings = plain
         self.config: DictConfig | None = None
         self.launcher = None
@@ -120,8 +130,9 @@ class ParetoSweeper(Sweeper):
                              overrides=[*self.baseline, "hydra.sweep.subdir=baseline"])  # fmt: skip
         # Fail on a misspelt key now, not in every trial: compose the baseline and one proposal.
         self.validate_batch_is_legal([fixed + t.overrides for t in [baseline] if t] + [fixed + _sample(cfg)])
+        self.check_before_trials(cfg, fixed)
         # Only constraints need the pre-training check (and its imports: torch, the student).
-        pretrial_fn = _import(self.pretrial_target) if self.pretrial_target and cfg.constraints else None
+        pretrial_fn = _import(self.pretrial_target, "pretrial") if self.pretrial_target and cfg.constraints else None
         if (
             pretrial_fn
             and any(c.name.startswith("latency/") for c in cfg.constraints)
@@ -147,6 +158,21 @@ class ParetoSweeper(Sweeper):
             sweep_dir,
         )
         return result
+
+
+    def check_before_trials(self, cfg: SearchConfig, fixed: list[str]) -> None:
+        """What fails every trial, checked once before the first: metric names, the device, parallel latency.
+
+        Raises:
+            ValueError: an objective / constraint the trials do not report, or parallel local latency trials.
+            RuntimeError: whatever the ``metric_names`` hook raises for a config this machine cannot run.
+        """
+        check_parallel_latency(cfg, type(self.launcher).__name__, _local(self.launcher), self.allow_parallel_latency)
+        if self.metric_names_target:
+            assert self.hydra_context is not None and self.config is not None
+            names_fn = _import(self.metric_names_target, "metric_names")
+            trial_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed + _sample(cfg))
+            check_metric_names(cfg, names_fn(trial_cfg), f"hydra.sweeper.metric_names={self.metric_names_target}")
 
 
 @dataclass
@@ -204,15 +230,16 @@ def _sample(cfg: SearchConfig) -> list[str]:
 
 
 def _local(launcher: Any) -> bool:
-    """Trials run on this machine (so latency measured here is the trials' latency)."""
+    """Trials run on this machine (so latency measured here is the trials' latency). submitit's local
+    launcher is ``LocalLauncher``."""
     return type(launcher).__name__ in ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 
 
-def _import(target: str):
+def _import(target: str, key: str):
     module, _, name = target.partition(":")
     if not name:
-        raise ValueError(f"hydra.sweeper.pretrial={target!r}: write it as 'package.module:function'")
+        raise ValueError(f"hydra.sweeper.{key}={target!r}: write it as 'package.module:function'")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"hydra.sweeper.pretrial={target!r} cannot be imported: {err}") from None
+        raise ValueError(f"hydra.sweeper.{key}={target!r} cannot be imported: {err}") from None

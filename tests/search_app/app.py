@@ -39,6 +39,11 @@ def pretrial(cfg: DictConfig, names: set[str]) -> dict[str, float]:
     return {"params": params_of(cfg.student)}
 
 
+def metric_names(cfg: DictConfig) -> list[str]:
+    """What every trial of this app returns (hydra.sweeper.metric_names)."""
+    return ["val/mlm_acc", "latency/p50_ms", "params"]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, float]:
     calls = Path(cfg.calls_dir)
