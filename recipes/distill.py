@@ -236,8 +236,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         }
     )
     if cache is not None:
-        metrics["teacher_cache/hits"] = cache.hits
-        metrics["teacher_cache/misses"] = cache.misses
+        metrics.update({"teacher_cache/hits": cache.hits, "teacher_cache/misses": cache.misses})
     if not trainer.is_global_zero:
         return metrics
     if recipe.measure_latency:
