@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import Accuracy, F1Score, MatthewsCorrCoef
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
+from core.seeding import mix_seed
 from datamodules.glue import GLUE_TASKS
 from modules.losses import NO_KD, KDSettings, mix_kd, task_kd_loss
 
@@ -137,6 +138,24 @@ def is_new_best(best: dict[str, float], current: dict[str, float], ranked: str) 
     return current[ranked] > best.get(ranked, -math.inf)
 
 
+def seed_step(module: L.LightningModule, batch_idx: int) -> None:
+    """Seed this training step's dropout from (seed, step, rank, micro-batch): a run resumed from a checkpoint
+    draws exactly what an uninterrupted one would (Lightning does not checkpoint the global RNG)."""
+    torch.manual_seed(mix_seed(module.seed, module.global_step, module.global_rank, batch_idx))
+
+
+def save_best_state(module: L.LightningModule, checkpoint: dict, *names: str) -> None:
+    """Put the best-dev tracking (``best``, ``validated_at`` and ``names``) into a Lightning checkpoint, so a
+    resumed run ranks its validations against the best before the kill and saves no worse model over it."""
+    checkpoint["finetune"] = {name: getattr(module, name) for name in ("best", "validated_at", *names)}
+
+
+def load_best_state(module: L.LightningModule, checkpoint: dict) -> None:
+    """Restore what ``save_best_state`` saved (a checkpoint without it leaves the fresh state)."""
+    for name, value in checkpoint.get("finetune", {}).items():
+        setattr(module, name, value)
+
+
 def warmup_decay_optimizer(module: L.LightningModule, parameters) -> dict:
     """``configure_optimizers``' answer: the module's optimizer factory on ``parameters``, stepped per batch by
     ``linear_warmup_decay`` over ``schedule_length(module)`` with ``module.warmup_fraction``."""
@@ -164,11 +183,13 @@ class FinetuneModule(L.LightningModule):
         kd_teacher: nn.Module | None = None,
         kd: KDSettings = NO_KD,
         on_best: Callable[[dict[str, float]], None] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # from_pretrained returns a model in eval mode and Lightning keeps each submodule's mode through
         # fit: without this, fine-tuning would run with dropout off.
         self.model = model.train()
+        self.seed = seed
         self.num_labels = num_labels
         self.regression = num_labels == 1
         self.optimizer_factory = optimizer
@@ -196,6 +217,7 @@ class FinetuneModule(L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        seed_step(self, batch_idx)
         logits = self(batch)
         ce = self.task_loss(logits, batch["labels"])
         kd = None
@@ -241,6 +263,12 @@ class FinetuneModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"index": batch["index"], "prediction": self._predictions(self(batch))}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_best_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_best_state(self, checkpoint)
 
     def configure_optimizers(self):
         return warmup_decay_optimizer(self, self.model.parameters())

@@ -27,7 +27,10 @@ from datamodules.squad_files import QAExample
 from modules.finetuning import (
     frozen_teacher,
     is_new_best,
+    load_best_state,
     log_training_loss,
+    save_best_state,
+    seed_step,
     teacher_for_step,
     warmup_decay_optimizer,
 )
@@ -135,11 +138,13 @@ class QAModule(L.LightningModule):
         kd_teacher: nn.Module | None = None,
         kd: KDSettings = NO_KD,
         on_best: Callable[[dict[str, float]], None] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # from_pretrained returns a model in eval mode and Lightning keeps each submodule's mode through
         # fit: without this, fine-tuning would run with dropout off.
         self.model = model.train()
+        self.seed = seed
         self.examples = examples
         self.optimizer_factory = optimizer
         self.total_steps = total_steps
@@ -164,6 +169,7 @@ class QAModule(L.LightningModule):
         return out.start_logits, out.end_logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        seed_step(self, batch_idx)
         start_logits, end_logits = self(batch)
         ce = span_ce_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
         kd = None
@@ -213,6 +219,12 @@ class QAModule(L.LightningModule):
             self.best_predictions = predictions
             if self.on_best is not None:
                 self.on_best(self.best)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_best_state(self, checkpoint, "best_predictions")  # the best-dev answers survive a resume too
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_best_state(self, checkpoint)
 
     def configure_optimizers(self):
         return warmup_decay_optimizer(self, self.model.parameters())

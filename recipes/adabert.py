@@ -63,7 +63,7 @@ from modules.finetuning import metric_names
 from modules.losses import KDSettings
 from modules.teacher import check_positions, check_vocabulary, teacher_path
 from recipes import finetune
-from recipes.common import build_logger, build_trainer, write_metrics
+from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
 from reports.adabert import AdaBertReport, AdaBertSettings, write_report
@@ -249,9 +249,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     if not retrain.trainer.is_global_zero:  # under DDP one rank measures and reports
         return metrics
     metrics.update(size_and_speed(cfg, best, teacher, arch))
-    for i, acc in enumerate(knowledge.probe_dev_acc, start=1):
-        metrics[f"probe/layer_{i}_dev_acc"] = acc
+    metrics.update({f"probe/layer_{i}_dev_acc": acc for i, acc in enumerate(knowledge.probe_dev_acc, start=1)})
     metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["run_dir_mb"] = finish_run(run_dir, [run_dir / s / "checkpoints" for s in ("search", "retrain")], cfg.keep_checkpoints)
     write_report(run_dir, AdaBertReport(AdaBertSettings.from_run(cfg), arch, metrics, knowledge.probe_dev_acc,
                                         search.module.history))  # fmt: skip
     return write_metrics(run_dir, metrics)

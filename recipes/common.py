@@ -1,4 +1,4 @@
-"""Plain functions every recipe calls: logger, trainer, metrics file, seeding. No recipe logic here."""
+"""Plain functions every recipe calls: logger, trainer, checkpoints, metrics file. No recipe logic here."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import logging
 import math
 import netrc
 import os
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from core.files import write_json_atomic
@@ -92,3 +95,48 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, float]) -> dict[str, f
         flat[name] = value if math.isfinite(value) else float("nan")
     write_json_atomic(Path(run_dir) / "metrics.json", flat, indent=2, sort_keys=True, allow_nan=True)
     return flat
+
+
+def epoch_checkpoints(dirpath: Path) -> ModelCheckpoint:
+    """``dirpath/last.ckpt`` at the end of every training epoch, after that epoch's validation (so the module's
+    best-dev state in it includes it): what a killed or requeued run resumes from (``resume_from``).
+
+    At epoch ends only: a sampler seeded per epoch (datamodules.sampling.EpochShuffle) replays the order of a
+    whole epoch exactly, where Lightning cannot restart one mid-way. The newest checkpoint is kept (top-1
+    without a monitor) and last.ckpt linked to it: with ``save_top_k=0`` Lightning writes last.ckpt only at
+    the end of fit, and a crash would lose the whole run.
+    """
+    return ModelCheckpoint(dirpath=dirpath, save_top_k=1, save_last="link", every_n_epochs=1,
+                           save_on_train_epoch_end=True)  # fmt: skip
+
+
+def resume_from(dirpath: Path) -> str | None:
+    """``dirpath/last.ckpt`` when an earlier attempt of this run left one (``ckpt_path`` of ``Trainer.fit``)."""
+    last = Path(dirpath) / "last.ckpt"
+    if last.exists():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
+def dir_size_mb(path: Path) -> float:
+    """Bytes under ``path`` (files, not following links), in MiB."""
+    total = sum((Path(root) / f).lstat().st_size for root, _, files in os.walk(path) for f in files)
+    return total / 2**20
+
+
+def finish_run(run_dir: Path, checkpoint_dirs: Iterable[Path], keep_checkpoints: bool) -> float:
+    """After a run has succeeded: delete its checkpoint folders unless ``keep_checkpoints`` (a finished run
+    needs none to resume, and they are most of its size), then log and return the run dir's size.
+
+    Call it only on success (and on rank 0): a failed run keeps its checkpoints, so rerunning it resumes.
+
+    Returns:
+        the run dir's size in MiB (``run_dir_mb`` in metrics.json).
+    """
+    if not keep_checkpoints:
+        for folder in checkpoint_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+    size = dir_size_mb(run_dir)
+    log.info("run dir %s: %.1f MB%s", run_dir, size, " (checkpoints kept)" if keep_checkpoints else "")
+    return size

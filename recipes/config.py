@@ -161,6 +161,8 @@ class RunConfig:
     )
     logger: Any = None  # {_target_: a Lightning logger class, ...}: a swappable edge, built by build_logger
     seed: int = 0
+    # false: a run that succeeds deletes its Lightning checkpoints (kept on failure, to resume from)
+    keep_checkpoints: bool = False
     run_dir: str | None = None  # filled in by run.py from Hydra's output dir
     tags: list = field(default_factory=list)
 

@@ -38,7 +38,7 @@ from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, check_positions, load_teacher, read_teacher_config
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
-from recipes.common import build_logger, build_trainer, write_metrics
+from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         }
     )
     if cache is not None:
-        metrics["teacher_cache/hits"] = cache.hits
-        metrics["teacher_cache/misses"] = cache.misses
+        metrics.update({"teacher_cache/hits": cache.hits, "teacher_cache/misses": cache.misses})
     if not trainer.is_global_zero:
         return metrics
     if recipe.measure_latency:
@@ -245,6 +244,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     if recipe.save_student:
         student.save_pretrained(run_dir / "student")
         teacher.tokenizer.save_pretrained(run_dir / "student")
+    metrics["run_dir_mb"] = finish_run(run_dir, [run_dir / "checkpoints"], cfg.keep_checkpoints)
     _print_summary(config.name, metrics, run_dir, recipe.save_student)
     return write_metrics(run_dir, metrics)
 

@@ -12,9 +12,10 @@ model) -> task data (classification: datamodules/classification.py; QA: datamodu
 over long contexts), tokenised with that tokenizer and cached -> the model with the task's head ->
 optional task-KD teacher (fine-tuned on the task, frozen) -> LightningModule (modules/finetuning.py: CE
 or MSE; modules/qa.py: span CE, post-processing to answer text; (1-γ)·CE + γ·KD with KD) -> Trainer,
-validation every epoch, the best-dev model saved in HF format under <run dir>/model -> classification:
-test metrics where the test split has labels, test predictions in GLUE's submission format; SQuAD: the
-best-dev answers -> metrics.json. A multirun's best-dev table: reports/finetune_table.py.
+validation every epoch, the best-dev model saved in HF format under <run dir>/model, last.ckpt every epoch (a
+rerun resumes from it; deleted on success unless keep_checkpoints) -> classification: test metrics where the
+test split has labels, test predictions in GLUE's submission format; SQuAD: the best-dev answers ->
+metrics.json. A multirun's best-dev table: reports/finetune_table.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
 from modules.teacher import check_positions
+from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
 from reports.predictions import write_predictions
@@ -167,13 +169,14 @@ def run(cfg: RunConfig) -> dict[str, float]:
             tokenizer.save_pretrained(model_dir)
 
     module.on_best = save_best
-    callbacks = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    checkpoints = run_dir / "checkpoints"  # last.ckpt with the best-dev state: a killed / requeued run resumes
+    callbacks = [common.epoch_checkpoints(checkpoints)] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(
         cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
         max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,
-        enable_checkpointing=False,
+        enable_checkpointing=True,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=common.resume_from(checkpoints))
     # A step budget that ends mid-epoch: judge the final model too.
     if module.validated_at != trainer.global_step:
         trainer.validate(module, datamodule=data, verbose=False)
@@ -192,7 +195,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
         metrics.update(measure_latency(model, cfg.latency).as_metrics())
     metrics["wall_time_s"] = time.perf_counter() - started
     log.info("best dev: %s", {k: round(v, 4) for k, v in module.best.items()})
-    return write_metrics(run_dir, metrics) if trainer.is_global_zero else metrics
+    if not trainer.is_global_zero:
+        return metrics
+    metrics["run_dir_mb"] = common.finish_run(run_dir, [checkpoints], cfg.keep_checkpoints)
+    return write_metrics(run_dir, metrics)
 
 
 def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
@@ -316,6 +322,7 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
         kd_teacher=teacher,
         kd=KDSettings(gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
                       temperature=recipe.task_kd.temperature),
+        seed=cfg.seed,
     )
     return TaskSetup(data, model, module, data.split_sizes["train"])
 
@@ -336,6 +343,7 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
         kd_teacher=teacher,
         kd=KDSettings(gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
                       temperature=recipe.task_kd.temperature),
+        seed=cfg.seed,
     )
     return TaskSetup(data, model, module, len(data.examples["train"]))
 

@@ -299,7 +299,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    resumed = distill.run(tiny_run_config(tmp_path / "killed", tiny_teacher_dir, pairs_corpus))
+    resumed = distill.run(tiny_run_config(tmp_path / "killed", tiny_teacher_dir, pairs_corpus, "keep_checkpoints=true"))
     assert resumed["steps"] == full["steps"] == 40
     assert_same_weights(student_weights(tmp_path / "full"), student_weights(tmp_path / "killed"))
     assert resumed["val/loss"] == full["val/loss"]
