@@ -25,6 +25,7 @@ are re-told, never re-run, and unfinished distillations continue from their chec
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -176,7 +177,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     for n, cand in enumerate(candidates, 1):
         console.print(f"[bold]regular {n}/{len(candidates)}[/]: {cand.label} {cand.name}")
         out_dir = run_dir / "regular" / cand.label.replace(" ", "_")
-        cand.regular = distill.run(trial_config(cfg, records[cand.label].assigned, regular_recipe, out_dir))
+        cand.regular = finished(out_dir, "student/model.safetensors") or distill.run(
+            trial_config(cfg, records[cand.label].assigned, regular_recipe, out_dir)
+        )
 
     # 4. Downstream fine-tuning of the same students, and of the teacher (its row in the report).
     teacher_row = {"name": cfg.teacher.name_or_path, **teacher_metrics(cfg)}
@@ -241,8 +244,20 @@ def finetune_all(cfg: RunConfig, ft: FinetuneConfig, candidates: list[Candidate]
     teacher_row["downstream"] = finetune_one(cfg, ft, "teacher", run_dir / "finetune" / "teacher")
 
 
+def finished(run_dir: Path, product: str) -> dict[str, float] | None:
+    """A stage's metrics when an earlier run of this pipeline finished it (its ``metrics.json`` and
+    ``product`` exist): a re-run re-uses it instead of training again (finished runs keep no checkpoint
+    to resume from, see ``keep_checkpoints``). None otherwise."""
+    metrics = run_dir / "metrics.json"
+    if metrics.exists() and (run_dir / product).exists():
+        return json.loads(metrics.read_text())
+    return None
+
+
 def finetune_one(cfg: RunConfig, ft: FinetuneConfig, model: str, out_dir: Path) -> dict[str, float]:
     """recipe=finetune on one model (a student dir, or "teacher"), into out_dir."""
+    if done := finished(out_dir, "metrics.json"):
+        return done
     quiet = dataclasses.replace(cfg.trainer, enable_progress_bar=False, enable_model_summary=False)
     return finetune.run(
         dataclasses.replace(
