@@ -54,6 +54,7 @@ def tiny_run_config(run_dir: Path, teacher_dir: Path, corpus: Path, *extra: str)
         "latency.repeats=3",
         "latency.warmup=1",
         "latency.max_cv=10",
+        "latency.max_other_load=null",
         "latency.cache_path=null",
         "~logger",
         *extra,

@@ -58,7 +58,7 @@ def finetune_overrides(model: Path, tsv: Path, tmp_path: Path, run: str = "run")
         "recipe=finetune", f"recipe.model={model}", "recipe.epochs=6", "recipe.optimizer.lr=3e-3",
         "trainer.enable_progress_bar=false", f"task.path={tsv}", "task.format=tsv", "task.text_columns=[text]",
         "task.label_column=label", "task.binarize_at=null", "task.batch_size=16", "task.max_seq_len=16",
-        f"task.cache_dir={tmp_path / 'cache'}", "latency.seq_len=16", "latency.repeats=3", "latency.max_cv=10",
+        f"task.cache_dir={tmp_path / 'cache'}", "latency.seq_len=16", "latency.repeats=3", "latency.max_cv=10", "latency.max_other_load=null",
         f"latency.cache_path={tmp_path / 'latency.json'}", f"hydra.run.dir={tmp_path / run}",
     ]  # fmt: skip
 
