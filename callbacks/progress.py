@@ -1,4 +1,5 @@
-"""The training progress bar: one bar over the optimizer steps when ``trainer.max_steps`` bounds the run.
+"""Progress bars: training (one bar over the optimizer steps when ``trainer.max_steps`` bounds the run) and
+latency measurement (``MeasureBar``: rounds x repeats timed calls, with an ETA).
 
 Lightning's RichProgressBar counts batches per epoch and titles the bar ``Epoch e/max_epochs - 1``, which reads
 ``Epoch 0/-2`` when the run is bounded by ``max_steps`` (``max_epochs=-1``) and restarts at 0 every epoch, so
@@ -9,6 +10,18 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
+from rich.errors import LiveError
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# A measurement expected to take longer than this (from the warm-up's pace) shows a progress bar with its ETA.
+SHOW_BAR_AFTER_S = 3.0
 
 
 def step_bounded(trainer: L.Trainer) -> bool:
@@ -60,3 +73,47 @@ class StepProgressBar(RichProgressBar):
         self._update_metrics(trainer, pl_module)
         self.refresh()
         return None
+
+
+class MeasureBar:
+    """What a user sees while a model is timed: a rich bar over one measurement's ``rounds x repeats`` calls,
+    with its ETA, restarted for each retry. Display only; nothing here touches the timing or its result.
+
+    Args:
+        seconds: the measurement's expected duration; at or below ``SHOW_BAR_AFTER_S`` nothing is shown.
+        calls: timed calls in one measurement (``rounds * repeats``).
+        progress: a rich Progress to show it in (for tests); None: a transient one on the terminal.
+    """
+
+    def __init__(self, seconds: float, calls: int, progress: Progress | None = None):
+        self.calls, self.task = calls, None
+        self.progress = progress if progress is not None else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), transient=True)  # fmt: skip
+        self.shown = seconds > SHOW_BAR_AFTER_S
+
+    def __enter__(self) -> MeasureBar:
+        if self.shown:
+            try:
+                self.progress.start()
+            except LiveError:  # another live display (a Trainer's bar) holds the terminal: go without
+                self.shown = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.shown:
+            self.progress.stop()
+
+    def start(self, attempt: int) -> None:
+        """A new measurement (``attempt`` counts from 1): the bar restarts at 0."""
+        if not self.shown:
+            return
+        description = "latency" if attempt == 1 else f"latency (re-measuring, attempt {attempt})"
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=self.calls)
+        else:
+            self.progress.reset(self.task, total=self.calls, description=description)
+
+    def tick(self) -> None:
+        if self.shown and self.task is not None:
+            self.progress.advance(self.task)
