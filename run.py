@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.config import RunConfig, register_configs
+from recipes.logs import quiet_libraries
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -165,10 +165,9 @@ def to_run_config(cfg: DictConfig, run_dir: str) -> RunConfig:
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> dict[str, float]:
     """Hydra's job: validate the config, run the selected recipe, return its metrics (the sweeper reads them)."""
-    # Fast tokenizers warn (and can deadlock) when DataLoader workers fork after they were used.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_cfg = to_run_config(cfg, HydraConfig.get().runtime.output_dir)
     module = RECIPES[cfg.recipe.name].load_module()
+    quiet_libraries()  # after the recipe's imports: Lightning sets its log levels when imported
     log.info("recipe %s -> %s", cfg.recipe.name, run_cfg.run_dir)
     return module.run(run_cfg)
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from callbacks.latency_cache import architecture_id, cache_key, device_fingerprint, load_entries, store_entry
+from callbacks.progress import MeasureBar
 from core.assets import resolve_path
 from core.dtypes import DTYPES
 from modules.student import StudentConfig, StudentModel
@@ -171,8 +172,8 @@ def prepare(model: nn.Module, cfg: LatencyConfig, device: torch.device, inputs: 
     return lambda: session.run(None, feeds)
 
 
-def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds per call, synchronised so queued GPU work is counted where it runs."""
+def time_calls(fn, device: torch.device, warmup: int, repeats: int, tick=lambda: None) -> list[float]:
+    """Milliseconds per call, synchronised so queued GPU work is counted where it runs; ``tick()`` after each."""
     with torch.inference_mode():
         for _ in range(warmup):
             fn()
@@ -186,6 +187,7 @@ def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[floa
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))
+                tick()
             return times
         times = []
         for _ in range(repeats):
@@ -194,6 +196,7 @@ def time_calls(fn, device: torch.device, warmup: int, repeats: int) -> list[floa
             if device.type == "mps":
                 torch.mps.synchronize()
             times.append((time.perf_counter() - begin) * 1000.0)
+            tick()
         return times
 
 
@@ -280,16 +283,20 @@ def machine_still_busy(cfg: LatencyConfig, seconds: float) -> bool:
     return before.others_share(after) > cfg.max_other_load
 
 
-def timed_stats(fn, device: torch.device, cfg: LatencyConfig) -> tuple[dict[str, float], int, bool]:
+def timed_stats(fn, device: torch.device, cfg: LatencyConfig,
+                bar: MeasureBar | None = None) -> tuple[dict[str, float], int, bool]:  # fmt: skip
     """The rounds' statistics, re-measured while too noisy (``max_retries``) and, on CPU, re-taken after a
     back-off while other processes keep the machine busy (``contended_retries``); see the module docstring.
 
     Returns:
         (statistics from ``summarise``, measurements taken, whether the kept one was contended).
     """
+    bar = bar or MeasureBar(0, 0)  # shows nothing
 
     def measure() -> dict[str, float]:
-        return summarise([time_calls(fn, device, 1, cfg.repeats) for _ in range(cfg.rounds)], cfg.batch_size)
+        bar.start(attempts + 1)
+        rounds = [time_calls(fn, device, 1, cfg.repeats, bar.tick) for _ in range(cfg.rounds)]
+        return summarise(rounds, cfg.batch_size)
 
     attempts, retries = 0, 0
     while True:
@@ -352,8 +359,11 @@ def measure_latency(model_or_config: nn.Module | StudentConfig, cfg: LatencyConf
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         fn = prepare(model if fresh else copy.deepcopy(model), cfg, device, inputs)
+        begin = time.perf_counter()
         time_calls(fn, device, cfg.warmup, 0)
-        stats, attempts, busy = timed_stats(fn, device, cfg)
+        per_call = (time.perf_counter() - begin) / max(cfg.warmup, 1)  # the first calls' pace: a rough guess
+        with MeasureBar(per_call * cfg.rounds * (cfg.repeats + 1), cfg.rounds * cfg.repeats) as bar:
+            stats, attempts, busy = timed_stats(fn, device, cfg, bar)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
         else:

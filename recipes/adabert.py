@@ -33,11 +33,12 @@ from typing import ClassVar
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import modules  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
+from callbacks.progress import StepProgressBar
 from core.assets import resolve_path
 from datamodules.classification import ClassificationDataModule
 from datamodules.task_config import TaskDataConfig
@@ -343,7 +344,7 @@ def train_stage(
     checkpoints = ModelCheckpoint(
         dirpath=stage_dir / "checkpoints", save_top_k=1, save_last="link", every_n_epochs=1
     )
-    callbacks = [checkpoints] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])
+    callbacks = [checkpoints] + ([StepProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(cfg.trainer, str(stage_dir), build_logger(cfg.logger, str(stage_dir)), callbacks,
                             max_epochs=plan.epochs, enable_checkpointing=True)  # fmt: skip
     last = stage_dir / "checkpoints" / "last.ckpt"

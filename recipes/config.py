@@ -1,6 +1,6 @@
 """Typed config schemas: the YAML files under conf/ only set values, these dataclasses say what exists.
 
-Every config group's YAML starts from a schema registered here (``defaults: [<group>_schema, _self_]``),
+Every config group's YAML starts from a schema registered here (``defaults: [/<group>_schema@_here_, _self_]``),
 so a misspelt key fails at composition and ``OmegaConf.to_object`` runs each dataclass's
 ``__post_init__`` checks before any model is built or any data is read.
 """
@@ -170,19 +170,24 @@ class RunConfig:
 def register_configs(recipe_schemas: dict[str, type]) -> None:
     """Store the schemas where the YAML defaults lists find them (run.py calls it before Hydra composes).
 
+    Every schema is stored at the root of the config tree, outside any group (``defaults:
+    [/student_schema@_here_, _self_]``): Hydra's ``--help`` and shell completion list groups and their
+    options only, and ``student=student_schema`` names no option, so a schema is never offered as a
+    choice nor selectable on the command line.
+
     Args:
-        recipe_schemas: recipe name -> its config dataclass, stored as ``recipe/<name>_schema`` (what
+        recipe_schemas: recipe name -> its config dataclass, stored as ``recipe_<name>_schema`` (what
             conf/recipe/<name>.yaml's defaults list names). Every other group's schema is stored too.
     """
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="student", name="student_schema", node=StudentSpec)
-    cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
-    cs.store(group="data", name="data_schema", node=PretrainingDataConfig)
-    cs.store(group="task", name="task_schema", node=TaskDataConfig)
-    cs.store(group="task", name="squad_task_schema", node=QATaskConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="latency", name="latency_schema", node=LatencyConfig)
-    cs.store(group="search", name="search_schema", node=SearchConfig)
+    cs.store(name="student_schema", node=StudentSpec)
+    cs.store(name="teacher_schema", node=TeacherConfig)
+    cs.store(name="data_schema", node=PretrainingDataConfig)
+    cs.store(name="task_schema", node=TaskDataConfig)
+    cs.store(name="squad_task_schema", node=QATaskConfig)
+    cs.store(name="trainer_schema", node=TrainerConfig)
+    cs.store(name="latency_schema", node=LatencyConfig)
+    cs.store(name="search_schema", node=SearchConfig)
     for name, schema in recipe_schemas.items():
-        cs.store(group="recipe", name=f"{name}_schema", node=schema)
+        cs.store(name=f"recipe_{name}_schema", node=schema)  # recipe=latency's is not latency_schema

@@ -23,11 +23,12 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from rich.console import Console
 from rich.table import Table
 
 from callbacks.latency import measure_latency
+from callbacks.progress import StepProgressBar
 from callbacks.progressive import ProgressiveTransfer
 from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
@@ -278,7 +279,7 @@ def build_distill_trainer(cfg: RunConfig, run_dir: Path) -> L.Trainer:
         ),
     ]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepProgressBar())
     return build_trainer(
         cfg.trainer,
         str(run_dir),

@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -41,6 +40,7 @@ from transformers import (
 
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
+from callbacks.progress import StepProgressBar
 from core.assets import has_tokenizer, is_local_path, require_same_tokenizer, resolve_path
 from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
@@ -170,7 +170,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     module.on_best = save_best
     checkpoints = run_dir / "checkpoints"  # last.ckpt with the best-dev state: a killed / requeued run resumes
-    callbacks = [common.epoch_checkpoints(checkpoints)] + ([RichProgressBar()] if cfg.trainer.enable_progress_bar else [])
+    callbacks = [common.epoch_checkpoints(checkpoints)] + ([StepProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(
         cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
         max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,

@@ -192,15 +192,44 @@ def test_autodistill_paper_experiment(compose_run: Compose, tmp_path: Path) -> N
 
 
 def test_typed_group_options_start_from_their_schema() -> None:
-    """``defaults: [<group>_schema, _self_]`` is what makes a misspelt key fail at composition."""
+    """``defaults: [/<group>_schema@_here_, _self_]`` is what makes a misspelt key fail at composition."""
     for group, option in OPTIONS:
         if group not in (*TYPED_GROUPS, "recipe"):
             continue
         defaults = OmegaConf.load(CONF / group / f"{option}.yaml").defaults
-        schema = f"{option}_schema" if group == "recipe" else f"{group}_schema"
+        schema = f"recipe_{option}_schema" if group == "recipe" else f"{group}_schema"
         if (group, option) == ("task", "squad"):
             schema = "squad_task_schema"  # extractive QA has its own task schema
-        assert list(defaults) == [schema, "_self_"], f"{group}/{option}.yaml"
+        assert list(defaults) == [f"/{schema}@_here_", "_self_"], f"{group}/{option}.yaml"
+
+
+def _offered_options() -> dict[str, list[str]]:
+    """Group -> options, as ``python run.py --help`` and shell completion list them (Hydra's own listing)."""
+    hydra_app = GlobalHydra.instance().hydra
+    assert hydra_app is not None
+    return {
+        group: sorted(hydra_app.config_loader.get_group_options(group))
+        for group in hydra_app.list_all_config_groups()
+        if not group.startswith("hydra")
+    }
+
+
+def test_schemas_are_not_offered_as_choices(compose_run: Compose) -> None:
+    """The schemas sit outside every group: --help and TAB completion list only the YAML options."""
+    offered = _offered_options()
+    assert set(offered) >= {"recipe", "student", "teacher", "trainer", "latency", "search"}
+    for group, options in offered.items():
+        yaml_options = {p.stem for p in (CONF / group).glob("*.yaml")}
+        assert set(options) == yaml_options, group
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["recipe=flash_distill_schema", "student=student_schema", "trainer=trainer_schema", "task=squad_task_schema"],
+)
+def test_a_schema_cannot_be_selected(compose_run: Compose, override: str) -> None:
+    with pytest.raises(ConfigCompositionException, match=r"Could not find"):
+        compose_run(override)
 
 
 # -------------------------------------------------------------------------------------- the recipes
