@@ -16,6 +16,7 @@ from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from core.seeding import mix_seed
 from datamodules.glue import GLUE_TASKS
+from modules.kd_logits import MEMO, teacher_fingerprint
 from modules.losses import NO_KD, KDSettings, mix_kd, task_kd_loss
 
 
@@ -199,6 +200,7 @@ class FinetuneModule(L.LightningModule):
         self.val_metrics = nn.ModuleList([build_metrics(metrics, num_labels) for _ in val_names])
         self.test_metrics = build_metrics(metrics, num_labels)
         self._teacher = frozen_teacher(kd_teacher)
+        self._teacher_key = teacher_fingerprint(kd_teacher) if kd_teacher is not None else ""
         self.kd = kd
         self.on_best = on_best
         self.best: dict[str, float] = {}
@@ -223,9 +225,8 @@ class FinetuneModule(L.LightningModule):
         kd = None
         teacher = teacher_for_step(self, logits.device)
         if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   token_type_ids=batch.get("token_type_ids")).logits  # fmt: skip
+            # Encoded once per row for every student of this process (modules/kd_logits.py).
+            t_logits = MEMO.logits(teacher, self._teacher_key, batch)
             kd = task_kd_loss(student_logits=logits, teacher_logits=t_logits, temperature=self.kd.temperature,
                               regression=self.regression)  # fmt: skip
         return log_training_loss(self, ce, kd)

@@ -103,6 +103,10 @@ class AutoDistillConfig(distill.DistillConfig):
         )
     )
 
+    # Students learn from the teacher fine-tuned in stage 4 (task KD, recipe.downstream.task_kd's gamma and
+    # temperature); false: the labels alone. A recipe.downstream.task_kd.teacher of your own wins over it.
+    downstream_kd: bool = True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.select not in SELECT:
@@ -185,9 +189,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
     teacher_row = {"name": cfg.teacher.name_or_path, **teacher_metrics(cfg)}
     if recipe.downstream is not None:
         console.rule(
-            f"[bold]4/5 fine-tuning on {cfg.task.name}[/]: {len(candidates)} students and the teacher"
+            f"[bold]4/5 fine-tuning on {cfg.task.name}[/]: the teacher, then {len(candidates)} students"
+            + (" (task KD from it)" if recipe.downstream_kd else "")
         )
-        finetune_all(cfg, recipe.downstream, candidates, teacher_row)
+        finetune_all(cfg, recipe.downstream, candidates, teacher_row, recipe.downstream_kd)
 
     # 5. Report.
     console.rule("[bold]5/5 report")
@@ -234,14 +239,24 @@ def check_search(search_cfg: StudentSearchConfig) -> None:
         )
 
 
-def finetune_all(cfg: RunConfig, ft: FinetuneConfig, candidates: list[Candidate], teacher_row: dict) -> None:
-    """recipe=finetune of every regular-distilled candidate (into ``cand.downstream``) and of the teacher
-    (``teacher_row["downstream"]``), each in <run dir>/finetune/<label>."""
+def finetune_all(
+    cfg: RunConfig, ft: FinetuneConfig, candidates: list[Candidate], teacher_row: dict, task_kd: bool
+) -> None:
+    """recipe=finetune of the teacher (``teacher_row["downstream"]``), then of every regular-distilled candidate
+    (into ``cand.downstream``), each in <run dir>/finetune/<label>.
+
+    With ``task_kd`` (and no ``recipe.downstream.task_kd.teacher`` of the user's own), each student learns from
+    the teacher just fine-tuned here: ``(1-γ)·CE + γ·KD`` on its logits (TinyBERT's task-specific stage, Jiao et
+    al. 2020 §3.2); the teacher itself trains on the labels alone."""
     run_dir = Path(cfg.run_dir)
+    teacher_dir = run_dir / "finetune" / "teacher"
+    teacher_row["downstream"] = finetune_one(cfg, dataclasses.replace(ft, task_kd=finetune.TaskKDConfig()),
+                                             "teacher", teacher_dir)  # fmt: skip
+    if task_kd and ft.task_kd.teacher is None:
+        ft = dataclasses.replace(ft, task_kd=dataclasses.replace(ft.task_kd, teacher=str(teacher_dir / "model")))
     for cand in candidates:
         student_dir = run_dir / "regular" / cand.label.replace(" ", "_") / "student"
         cand.downstream = finetune_one(cfg, ft, str(student_dir), run_dir / "finetune" / cand.label.replace(" ", "_"))
-    teacher_row["downstream"] = finetune_one(cfg, ft, "teacher", run_dir / "finetune" / "teacher")
 
 
 def finished(run_dir: Path, product: str) -> dict[str, float] | None:

@@ -184,6 +184,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     metrics: dict[str, float] = dict(module.best)
     metrics.update({"params": float(model.num_parameters()), "steps": float(trainer.global_step),
                     "train_examples": float(task.train_examples)})  # fmt: skip
+    # How many rows each score was measured on: the report's noise floor of a score needs it (reports/targets.py).
+    metrics.update({f"{split}_examples": float(n) for split, n in data.split_sizes.items() if split != "train"})
     if qa:  # SQuAD's test set is hidden: the best-dev answers, for the official evaluation script
         if trainer.is_global_zero:
             write_qa_predictions(
