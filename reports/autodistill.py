@@ -1,6 +1,7 @@
 """recipe=autodistill's report: report.md (params, FLOPs, measured latency, MLM accuracy flash and regular,
 task score, against the baseline and the teacher), the flash-vs-regular rank agreement (Kendall tau,
-AutoDistill §4.7), the plots, and the summary metrics of the run."""
+AutoDistill §4.7), the search's noise floors and which compared students are within them, the plots, and the
+summary metrics of the run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.files import write_text_atomic
-from hydra_plugins.pareto_sweeper import SearchConfig, SearchResult
+from hydra_plugins.pareto_sweeper import NoiseFloors, SearchConfig, SearchResult
 from reports.degenerate import FOOTNOTE, degenerate, flagged, score_prefix
 from reports.sweep_table import latency_cell, measured_latency, save_figure
 
@@ -46,7 +47,8 @@ def flash_fidelity(candidates: list[Candidate]) -> float:
 def summary_metrics(
     result: SearchResult, candidates: list[Candidate], teacher_row: dict, tau: float, wall: float
 ) -> dict[str, float]:
-    """The run's metrics.json: the search's counts and hypervolume, tau, each candidate's regular and
+    """The run's metrics.json: the search's counts and hypervolume, its noise floors (``noise/<objective>``, in the
+    objective's units; a per-trial floor: its median over the trials), tau, each candidate's regular and
     downstream numbers, the teacher's downstream score, the wall time (s)."""
     trials = [r for r in result.records if r.kind == "trial"]
     out = {
@@ -56,10 +58,12 @@ def summary_metrics(
         "search/infeasible": sum(r.status == "infeasible" for r in trials),
         "search/unmeasured": sum(r.status == "unmeasured" for r in trials),
         "search/front_size": len(result.front),
+        "search/distinguishable": len(result.distinguishable),
         "search/hypervolume": result.hypervolume,
         "flash_fidelity/kendall_tau": tau,
         "wall_time_s": wall,
     }
+    out.update({f"noise/{name}": f.floor for name, f in result.noise.floors.items() if f.floor is not None})
     for c in candidates:
         key = c.label.replace(" ", "_")
         for name in ("val/mlm_acc", "params"):
@@ -115,6 +119,48 @@ def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: 
     return rows
 
 
+def noise_rows(noise: NoiseFloors) -> list[str]:
+    """The report's noise-floor table: objective, floor (its units), how it was measured."""
+    rows = ["| objective | noise floor | how measured |", "|---|---:|---|"]
+    for name, f in noise.floors.items():
+        rows.append(f"| `{name}` | {cell(f.floor, '.3g')} | {f.detail} |")
+    return rows
+
+
+def noise_section(noise: NoiseFloors, candidates: list[Candidate], search_cfg: SearchConfig) -> list[str]:
+    """The report's lines on noise: what a floor means, the floors' table, the pairs within them."""
+    return [
+        "Noise floors (the smallest difference on an objective that is more than noise; `noise.json` in the "
+        "search dir): a student leaves the front's selection only if another is nowhere worse by more than a "
+        "floor and better by more than one somewhere.",
+        "",
+        *noise_rows(noise),
+        "",
+        *(within_noise(candidates, search_cfg, noise)
+          or ["Every compared pair (selected vs the baseline, selected among themselves) differs by at least the "
+              "noise floor on each search objective where a floor is known."]),
+        "",
+    ]
+
+
+def within_noise(candidates: list[Candidate], search_cfg: SearchConfig, noise: NoiseFloors) -> list[str]:
+    """A sentence for every compared pair (each selected student vs the baseline, and the selected students among
+    themselves) that differs by less than the noise floor on a search objective (their flash-trial numbers)."""
+    out = []
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1 :]:
+            first, second = (b, a) if a.label == "baseline" else (a, b)
+            for o in search_cfg.objectives:
+                x, y = first.flash.get(o.name), second.flash.get(o.name)
+                floor = noise.pair(o.name, first.flash, second.flash)
+                if x is None or y is None or not floor > 0 or abs(x - y) >= floor:
+                    continue
+                other = "the baseline" if second.label == "baseline" else second.label
+                out.append(f"{first.label} and {other} differ by {abs(x - y):.3g} on {o.name}, below its noise "
+                           f"floor {floor:.3g}: not distinguishable.")  # fmt: skip
+    return out
+
+
 def write_report(
     run_dir: Path,
     result: SearchResult,
@@ -144,7 +190,8 @@ def write_report(
     for name in ("pareto.png",):
         if (result.sweep_dir / name).exists():
             shutil.copy(result.sweep_dir / name, run_dir / name)
-    plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png")
+    acc_floor = result.noise.floors.get("val/mlm_acc")
+    plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png", acc_floor.of if acc_floor else None)
 
     rows = comparison_rows(candidates, teacher, task)
     flags = [downstream_flag(m) for m in (*(c.downstream for c in candidates), teacher.get("downstream", {}))]
@@ -161,9 +208,11 @@ def write_report(
             if s.constraints
             else ""
         )
-        + f". Pareto front: {len(result.front)} student(s), hypervolume {result.hypervolume:.4g}. "
+        + f". Pareto front: {len(result.front)} student(s), {len(result.distinguishable)} of them beaten by no "
+        f"other by more than the noise floors (selected from), hypervolume {result.hypervolume:.4g}. "
         f"Ledger and front: `{result.sweep_dir}`.",
         "",
+        *noise_section(result.noise, candidates, search_cfg),
         f"Flash = {recipe.flash_fraction:.0%} of the regular budget ({recipe.regular_steps} steps). "
         f"Selected ({recipe.select}, at most {recipe.max_selected}) and the baseline were regular-distilled:",
         "",
@@ -190,8 +239,15 @@ def write_report(
     return write_text_atomic(run_dir / "report.md", "\n".join(lines))
 
 
-def plot_flash_vs_regular(candidates: list[Candidate], path: Path) -> None:
-    """Each candidate's MLM accuracy after flash (x) and regular (y) distillation, to ``path`` (PNG)."""
+def plot_flash_vs_regular(candidates: list[Candidate], path: Path, floor_of: Any = None):
+    """Each candidate's MLM accuracy after flash (x) and regular (y) distillation, to ``path`` (PNG).
+
+    Args:
+        floor_of: (a candidate's flash metrics) -> the flash accuracy's noise floor (NoiseFloor.of); drawn as
+            an x error bar spanning it (+- floor / 2). None: no bars. Regular accuracy has no measured floor.
+    Returns:
+        The matplotlib Figure (already saved).
+    """
     from matplotlib.figure import Figure  # here, not at import: only the report plots
 
     fig = Figure(figsize=(5.2, 4.2))
@@ -200,10 +256,13 @@ def plot_flash_vs_regular(candidates: list[Candidate], path: Path) -> None:
         f, r = c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")
         if f is None or r is None:
             continue
+        if floor_of is not None and floor_of(c.flash) > 0:
+            ax.errorbar([f], [r], xerr=[floor_of(c.flash) / 2], fmt="none", ecolor="0.7", capsize=2, zorder=1)
         ax.scatter([f], [r], s=50, marker="*" if c.label == "baseline" else "o")
         ax.annotate(c.label, (f, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("MLM accuracy after flash distillation")
+    ax.set_xlabel("MLM accuracy after flash distillation" + (" (bar: noise floor)" if floor_of else ""))
     ax.set_ylabel("MLM accuracy after regular distillation")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
+    return fig

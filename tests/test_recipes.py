@@ -186,14 +186,16 @@ def autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path) -> list[str]:
         "task.max_examples=64",
         f"task.cache_dir={tmp_path / 'task_cache'}",
         # explicit references: every trial counts toward the hypervolume, whatever this machine's timings
-        "search.objectives=[{name: val/mlm_acc, direction: max, ref: 0.0}, {name: latency/p50_ms, direction: min, ref: 1000}]",
+        "search.objectives=[{name: val/mlm_acc, direction: max, ref: 0.0}, {name: latency/p50_ms, direction: min, "
+        "ref: 1000, noise: latency/p50_spread, noise_relative: true}]",
+        "search.noise_seeds=1",  # the default, spelt out: the baseline runs twice (seed 0 and 1) for the noise floor
         *tiny_overrides(tiny_teacher_dir, pairs_corpus, tmp_path),
     ]
 
 
 def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
-    """The default recipe on a tiny teacher: search (3 flash trials + the baseline) -> the front ->
-    regular distillation -> report; re-running the same command re-uses every finished piece."""
+    """The default recipe on a tiny teacher: search (3 flash trials + the baseline and its seed repeat) -> the
+    front -> regular distillation -> report; re-running the same command re-uses every finished piece."""
     overrides = autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path)
     proc = run_py(*overrides, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -202,7 +204,12 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
     assert metrics["search/trials"] == 3 and metrics["search/ok"] == 3
     assert 1 <= metrics["search/front_size"] <= 3 and metrics["search/hypervolume"] > 0
     ledger = [json.loads(line) for line in (run_dir / "search" / "ledger.jsonl").read_text().splitlines()]
-    assert [r["kind"] for r in ledger] == ["baseline", "trial", "trial", "trial"]
+    assert [r["kind"] for r in ledger] == ["baseline", "repeat", "trial", "trial", "trial"]
+    assert ledger[1]["trial"] == "baseline_seed1" and ledger[1]["assigned"]["seed"] == 1
+    noise = json.loads((run_dir / "search" / "noise.json").read_text())["objectives"]
+    assert noise["val/mlm_acc"]["runs"] == ["baseline", "baseline_seed1"] and noise["latency/p50_ms"]["method"] == "metric"
+    assert metrics["noise/val/mlm_acc"] == noise["val/mlm_acc"]["floor"] >= 0 and 0 <= metrics["noise/latency/p50_ms"] < max(
+        r["objectives"]["latency/p50_ms"] for r in ledger)  # ms: each trial's spread x its p50, the median
     for r in ledger:  # flash trials: 25% of 40 steps, the proposed student, latency measured
         trial_metrics = json.loads((run_dir / "search" / str(r["trial"]) / "metrics.json").read_text())
         assert trial_metrics["steps"] == 10 and "latency/p50_ms" in r["objectives"]
@@ -216,6 +223,7 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
         assert f"{name}/val/mlm_acc" in metrics
     report = (run_dir / "report.md").read_text()
     assert "| baseline | `Model_48_16_2_64_2x2`" in report and "| teacher |" in report
+    assert "| `val/mlm_acc` |" in report and "over 2 runs of the baseline" in report
     assert (
         "Kendall" in report
         and (run_dir / "pareto.png").exists()

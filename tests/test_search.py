@@ -174,8 +174,11 @@ def test_search_front_is_the_non_dominated_set_and_failures_are_recorded(tmp_pat
     cfg = SearchConfig(optimizer=optimizer, budget=10, space=small_space(), seed=3)
     result = ParetoSearch(cfg, tmp_path, synthetic_launch(calls)).run()
     ledger = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+    (repeat,) = [r for r in ledger if r["kind"] == "repeat"]  # the first ok trial, re-seeded: outside the budget
+    ledger = [r for r in ledger if r["kind"] == "trial"]
     trained = [r for r in ledger if r["status"] in ("ok", "failed")]
-    assert len(trained) == 10 == len(calls) == len(set(calls))  # the budget, each student trained once
+    assert len(trained) == 10 == len(calls) - 1 == len(set(calls)) - 1  # the budget, each student trained once
+    assert repeat["trial"] in calls and repeat["assigned"]["seed"] == 1
     failed = [r for r in ledger if r["status"] == "failed"]
     assert failed, "a third of the space fails (one head): some proposals must have"
     assert all(
@@ -214,7 +217,7 @@ def test_constraints_checked_before_training_are_never_trained(tmp_path) -> None
     assert all(
         r.metrics["params"] <= limit for r in result.records if r.status in ("ok", "failed") and r.metrics
     )
-    assert len([r for r in result.records if r.status in ("ok", "failed")]) == 6
+    assert len([r for r in result.records if r.kind == "trial" and r.status in ("ok", "failed")]) == 6
 
 
 def test_an_exhausted_space_stops_without_training_twice(tmp_path) -> None:
@@ -226,8 +229,8 @@ def test_an_exhausted_space_stops_without_training_twice(tmp_path) -> None:
         optimizer="random", budget=5, space=SpaceConfig(block=block, num_blocks=2), max_proposals=30
     )
     result = ParetoSearch(cfg, tmp_path, synthetic_launch(calls)).run()
-    assert len(calls) == len(set(calls)) == 2
-    assert len(result.records) == 2
+    assert len(calls) == len(set(calls)) == 3  # both students, and the first one's seed repeat
+    assert [r.kind for r in result.records] == ["repeat", "trial", "trial"]
 
 
 def test_resume_refuses_a_different_search_in_the_same_dir(tmp_path) -> None:
@@ -265,10 +268,11 @@ def test_interrupted_search_resumes_in_flight_trial_and_loses_nothing(tmp_path) 
     resumed_calls: list = []
     result = ParetoSearch(cfg, tmp_path, synthetic_launch(resumed_calls)).run()
     assert resumed_calls[0] == Trial(**pending[0]).key  # the in-flight trial first, same settings
-    trained = [r for r in result.records if r.status in ("ok", "failed")]
+    trained = [r for r in result.records if r.kind == "trial" and r.status in ("ok", "failed")]
     assert sorted(int(r.trial) for r in trained) == list(range(6))
     assert len({json.dumps(r.assigned, sort_keys=True) for r in trained}) == 6
-    assert len(calls) + len(resumed_calls) == 6  # trials 0-2 before, 3-5 after: none run twice
+    assert len([r for r in result.records if r.kind == "repeat"]) == 1  # run before the crash, kept
+    assert len(calls) + len(resumed_calls) == 7  # trials 0-2 and a repeat before, 3-5 after: none run twice
 
 
 # ---- the Hydra sweeper, end to end ---------------------------------------------------------------
@@ -311,11 +315,17 @@ def test_sweeper_runs_constrains_survives_failures_and_writes_the_front(tmp_path
     infeasible = [r for r in trials if r["status"] == "infeasible"]
     assert infeasible and all(r["metrics"]["params"] > limit for r in infeasible)
     called = [c["student"]["block"] for c in calls_of(tmp_path)]
-    assert len(called) == 9  # 8 trials + the baseline; no infeasible student was run
+    assert len(called) == 10  # 8 trials + the baseline + its seed repeat; no infeasible student was run
     assert all(2 * b["hidden_size"] * (b["bottleneck_size"] + b["intermediate_size"] * b["num_ffn"]) <= limit
                for b in called)  # fmt: skip
     base = [r for r in ledger if r["kind"] == "baseline"]
     assert len(base) == 1 and base[0]["status"] == "ok" and (sweep / "baseline").is_dir()
+    # the noise floor's repeat: the baseline's job again with seed=1, in its own dir, outside the budget
+    (rep,) = [r for r in ledger if r["kind"] == "repeat"]
+    (job,) = [c for c in calls_of(tmp_path) if c["seed"] == 1]
+    assert rep["trial"] == "baseline_seed1" and rep["status"] == "ok" and job["dir"] == str(sweep / "baseline_seed1")
+    assert job["student"]["block"] == next(c for c in calls_of(tmp_path) if c["dir"] == str(sweep / "baseline"))["student"]["block"]
+    assert json.loads((sweep / "noise.json").read_text())["objectives"]["val/mlm_acc"]["runs"] == ["baseline", "baseline_seed1"]
     ok = [r for r in trials if r["status"] == "ok" and r["feasible"]]
     losses = [[-r["objectives"]["val/mlm_acc"], r["objectives"]["latency/p50_ms"]] for r in ok]
     front_csv = (sweep / "pareto.csv").read_text().splitlines()
@@ -347,18 +357,20 @@ def test_sweeper_killed_mid_run_resumes_with_no_duplicate_and_no_lost_trial(tmp_
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     after = read_ledger(tmp_path / "sweep")
-    trained = [r for r in after if r["status"] in ("ok", "failed")]
+    trained = [r for r in after if r["kind"] == "trial" and r["status"] in ("ok", "failed")]
     assert sorted(r["trial"] for r in trained) == list(range(6))
     keys = [json.dumps(r["assigned"], sort_keys=True) for r in trained]
     assert len(set(keys)) == 6
     # records finished before the kill are kept as they were, not re-run
     assert all(r in after for r in before)
     runs = [json.dumps({"student.num_blocks": c["student"]["num_blocks"], "student.block": c["student"]["block"],
-                        "student.blocks": None}, sort_keys=True) for c in calls_of(tmp_path)]  # fmt: skip
+                        "student.blocks": None, **({"seed": 1} if c["seed"] else {})}, sort_keys=True)
+            for c in calls_of(tmp_path)]  # fmt: skip  # a seed repeat is its source's student with seed=1
     repeats = [k for k in set(runs) if runs.count(k) > 1]
-    assert len(repeats) <= 1  # at most the one trial in flight at the kill ran twice
+    assert len(repeats) <= 1  # at most the one trial (or seed repeat) in flight at the kill ran twice
     finished_before = {json.dumps(r["assigned"], sort_keys=True) for r in before}
     assert not finished_before & set(repeats)
+    assert len([r for r in after if r["kind"] == "repeat"]) == 1
 
 
 def test_sweeper_with_submitit_local_runs_trials_in_parallel(tmp_path) -> None:
@@ -370,11 +382,11 @@ def test_sweeper_with_submitit_local_runs_trials_in_parallel(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ledger = read_ledger(tmp_path / "sweep")
-    assert len([r for r in ledger if r["status"] in ("ok", "failed")]) == 4
-    assert len({c["job"] for c in calls_of(tmp_path)}) == 4
+    assert len([r for r in ledger if r["kind"] == "trial" and r["status"] in ("ok", "failed")]) == 4
+    assert {c["job"] for c in calls_of(tmp_path)} == {0, 1, 2, 3, -1}  # and the seed repeat (its own subdir)
     # each job ran in its own process, and two ran at once (each sleeps 1 s after recording its start)
     names = [p.stem.split("-") for p in (tmp_path / "calls").glob("*.json")]
-    assert len({pid for pid, _ in names}) == 4
+    assert len({pid for pid, _ in names}) == 5
     starts = sorted(int(t) for _, t in names)
     assert any(b - a < 1e9 for a, b in zip(starts, starts[1:]))
     assert (tmp_path / "sweep" / ".submitit").is_dir()
@@ -388,9 +400,10 @@ def test_sweep_expressions_on_the_command_line_join_the_space(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     ledger = read_ledger(tmp_path / "sweep")
     assert all(r["assigned"]["sleep_s"] in (0.0, 0.01) for r in ledger)
-    # and each job really ran with the value its ledger line says
+    # and each job really ran with the value its ledger line says (the seed repeat: job -1, in its own subdir)
     by_job = {c["job"]: c["sleep_s"] for c in calls_of(tmp_path)}
-    assert {r["trial"]: r["assigned"]["sleep_s"] for r in ledger} == by_job
+    assert {r["trial"]: r["assigned"]["sleep_s"] for r in ledger if r["kind"] == "trial"} == {
+        k: v for k, v in by_job.items() if k != -1}
     assert all(any(o.startswith("sleep_s=") for o in r["overrides"]) for r in ledger)
 
 

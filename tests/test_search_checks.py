@@ -63,8 +63,11 @@ def test_failed_trials_are_retried_on_resume_only_when_asked(tmp_path, caplog) -
     # Asked: the same trials run again under their own index, and succeed.
     retry = SearchConfig(optimizer="random", budget=3, space=small_space(), seed=1, retry_failed=True)
     result = ParetoSearch(retry, tmp_path, flaky_launch(calls, broken=False), progress="none").run()
-    assert calls[3:] == [0, 1, 2] and "retrying 3 failed trial(s)" in caplog.text
+    # then the first ok trial's seed repeat (no repeat finished while every trial failed)
+    assert calls[3:] == [0, 1, 2, "0_seed1"] and "retrying 3 failed trial(s)" in caplog.text
     again = ledger(tmp_path)
+    assert [r["trial"] for r in again if r["kind"] == "repeat"] == ["0_seed1"]
+    again = [r for r in again if r["kind"] == "trial"]
     assert [(r["trial"], r["assigned"]) for r in again] == first and all(r["status"] == "ok" for r in again)
     assert result.front
 

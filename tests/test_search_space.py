@@ -94,8 +94,10 @@ def test_generic_search_over_plain_config_keys(tmp_path) -> None:
     )  # fmt: skip
     assert isinstance(cfg.space, ParamSpace)
     result = ParetoSearch(cfg, tmp_path, toy_launch(calls), progress="none").run()
-    assert len(calls) == 6 and all(set(c) == {"x", "kind"} for c in calls)
-    ok = [r for r in result.records if r.status == "ok"]
+    # 6 trials, then the first one again with seed=1 (the noise floors' repeat: outside the budget)
+    assert len(calls) == 7 and all(set(c) == {"x", "kind"} for c in calls[:1] + calls[2:])
+    assert calls[1] == {**calls[0], "seed": 1}
+    ok = [r for r in result.records if r.status == "ok" and r.kind == "trial"]
     assert len(ok) == 6 and result.front and result.hypervolume > 0
     assert all(r.name == f"x={r.assigned['x']!r} kind='{r.assigned['kind']}'" for r in ok)
     assert (tmp_path / "pareto.csv").read_text().startswith("trial,name,status,feasible,score,cost")
@@ -121,10 +123,13 @@ def test_sweeper_generic_schema_searches_command_line_sweeps(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ledger = [json.loads(line) for line in (tmp_path / "sweep" / "ledger.jsonl").read_text().splitlines()]
+    (repeat,) = [r for r in ledger if r["kind"] == "repeat"]  # trial 0 again with seed=1: the noise floor
+    ledger = [r for r in ledger if r["kind"] == "trial"]
+    assert repeat["assigned"] == {**ledger[0]["assigned"], "seed": 1}
     assert len(ledger) == 3 and all(set(r["assigned"]) == {"student.num_blocks", "sleep_s"} for r in ledger)
     # the ledger's assignments are what each job ran with
     calls = [json.loads(p.read_text()) for p in (tmp_path / "calls").glob("*.json")]
-    assert {c["job"]: c["student"]["num_blocks"] for c in calls} == {
+    assert {c["job"]: c["student"]["num_blocks"] for c in calls if c["job"] != -1} == {  # -1: the repeat
         r["trial"]: r["assigned"]["student.num_blocks"] for r in ledger
     }
 

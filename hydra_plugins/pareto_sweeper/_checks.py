@@ -6,7 +6,10 @@
 - ``check_parallel_latency``: a latency timed on a machine where another trial trains is not the student's
   latency (1,097 ms measured against 16.9 ms alone), so parallel local trials with a latency metric are refused;
 - ``retry_failed_trials``: on resume, failed trials count as spent budget unless the user asks to retry them;
-- ``raise_if_all_failed``: a search where no trial succeeded is an error, with the most common reason.
+- ``raise_if_all_failed``: a search where no trial succeeded is an error, with the most common reason;
+- ``warn_if_stopped_early``: proposals ran out before the budget was trained;
+- ``warn_if_latency_floor_by_seeds``: a timed objective whose floor seed repeats would measure (a latency cache
+  returns the same number for the same student: a floor of 0).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ TIMED = ("latency",)
 
 
 def check_metric_names(cfg: Any, names: Collection[str], source: str) -> None:
-    """Every objective and constraint of ``cfg`` (a SearchConfig) names one of ``names``.
+    """Every objective, objective's noise metric and constraint of ``cfg`` (a SearchConfig) names one of ``names``.
 
     Args:
         cfg: the search settings.
@@ -35,12 +38,14 @@ def check_metric_names(cfg: Any, names: Collection[str], source: str) -> None:
     """
     known = set(names)
     wrong = []
-    for kind, entries in (("objectives", cfg.objectives), ("constraints", cfg.constraints)):
-        for entry in entries:
-            if entry.name not in known:
-                close = difflib.get_close_matches(entry.name, sorted(known), n=3, cutoff=0.5)
-                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-                wrong.append(f"{cfg.key}.{kind}: {entry.name!r} is not a metric the trials report{hint}")
+    named = [("objectives", o.name) for o in cfg.objectives]
+    named += [(f"objectives ({o.name}).noise", o.noise) for o in cfg.objectives if isinstance(o.noise, str)]
+    named += [("constraints", c.name) for c in cfg.constraints]
+    for kind, name in named:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            wrong.append(f"{cfg.key}.{kind}: {name!r} is not a metric the trials report{hint}")
     if wrong:
         raise ValueError(
             "\n".join(wrong) + f"\nthe trials report ({source}): {', '.join(sorted(known))}"
@@ -108,3 +113,26 @@ def raise_if_all_failed(records: list, key: str, sweep_dir: Any) -> None:
         + (f" ({others} other error(s))" if others else "")
         + f". Fix it, then re-run with the same sweep dir and {key}.retry_failed=true to run them again"
     )
+
+
+def warn_if_stopped_early(proposals: int, cfg: Any, trained: int, re_proposals: int, records: Collection) -> None:
+    """Log why a search stopped short of ``cfg.budget`` trained trials when its proposals ran out."""
+    if proposals >= cfg.proposal_limit and trained < cfg.budget:
+        log.warning(
+            "search stopped after %d proposals with %d of %d trials trained: %d proposals repeated candidates "
+            "already evaluated and %d were infeasible (raise max_proposals, relax the constraints, or use an "
+            "optimizer that keeps exploring)",
+            proposals, trained, cfg.budget, re_proposals, sum(r.status == "infeasible" for r in records),
+        )  # fmt: skip
+
+
+def warn_if_latency_floor_by_seeds(cfg: Any) -> None:
+    """Warn when a timed objective's noise floor is left to seed repeats: a latency cache (or any deterministic
+    timing of the same student) returns the same number for a repeat, so the floor would be 0."""
+    timed = [o.name for o in cfg.objectives if o.noise is None and any(w in o.name.lower() for w in TIMED)]
+    if timed and cfg.repeats:
+        log.warning(
+            "%s.objectives %s: noise floor measured by seed repeats, but a repeat of the same student may reuse a "
+            "cached timing (a floor of 0); give noise: <the metric with the measurement's own spread> (e.g. "
+            "latency/p50_spread with noise_relative: true) or a number", cfg.key, timed,
+        )  # fmt: skip

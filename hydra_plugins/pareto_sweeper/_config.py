@@ -3,6 +3,7 @@ objective or report column; a project brings its own through config)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -23,10 +24,14 @@ DIRECTIONS = ("max", "min")
 
 @dataclass
 class ObjectiveConfig:
-    """A metric the trial returns, and whether more (max) or less (min) is better.
+    """A metric the trial returns, whether more (max) or less (min) is better, and its noise floor.
+
+    The noise floor is the smallest difference on this objective that is more than measurement noise
+    (in the objective's units; _noise.py): the front's selection ignores differences below it.
 
     Raises:
-        ValueError: a direction other than max / min.
+        ValueError: a direction other than max / min, a negative or non-finite fixed ``noise``, or
+            ``noise_relative`` without a noise metric.
     """
 
     # The setting's key in error messages; a project's schema nesting it elsewhere overrides it. Not a field.
@@ -37,12 +42,25 @@ class ObjectiveConfig:
     # The worst value still of interest: the hypervolume's reference point, and where nevergrad's
     # multi-objective scalarisation is anchored. null: 50% worse than the baseline (or the first trial).
     ref: float | None = None
+    # The noise floor: a number (fixed, in the objective's units), the name of a metric in which each trial
+    # reports its own spread (e.g. latency/p50_spread), or null: measured by re-running the baseline with
+    # other seeds (SearchConfig.noise_seeds). Not part of the search's identity: a resume may change it.
+    noise: float | str | None = None
+    # The noise metric is a fraction of the objective's value (latency/p50_spread = (max - min) / median of the
+    # round medians): the trial's floor is metric x |value|, in the objective's units.
+    noise_relative: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(
                 f"{self.key}: objective {self.name!r}: direction must be max or min, got {self.direction!r}"
             )
+        if isinstance(self.noise, int | float) and not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"{self.key}: objective {self.name!r}: noise must be a floor >= 0, a metric name or "
+                             f"null, got {self.noise!r}")  # fmt: skip
+        if self.noise_relative and not isinstance(self.noise, str):
+            raise ValueError(f"{self.key}: objective {self.name!r}: noise_relative needs noise to name a metric "
+                             f"(e.g. latency/p50_spread), got noise={self.noise!r}")  # fmt: skip
 
     def loss(self, value: float) -> float:
         """The value as a loss (smaller is better): negated for a max objective."""
@@ -92,7 +110,7 @@ class SearchConfig:
 
     Raises:
         ValueError: an unknown optimizer, budget or num_workers < 1, no objective, an objective twice,
-            or a bad space.
+            noise_seeds < 0, noise_scale <= 0, or a bad space.
     """
 
     # Where these settings sit, for error messages: the Hydra sweeper's node; a project's schema of its own
@@ -113,6 +131,13 @@ class SearchConfig:
     invalid_if: list[str] = field(default_factory=list)
     # On resume, run the ledger's failed trials again (under their own index) instead of counting them as spent.
     retry_failed: bool = False
+    # Noise floors (_noise.py): an objective with noise=null is measured by re-running the baseline (or, without
+    # one, the first finished trial) noise_seeds more times, each with <seed_key>=<its seed + k>; its floor is
+    # the spread (max - min) over the runs x noise_scale. 0: no repeats (those floors are 0: strict dominance).
+    # Repeats are not trials: they do not count against the budget and are never told to the optimiser.
+    noise_seeds: int = 1
+    noise_scale: float = 1.0  # multiplies every measured floor (seed repeats and noise metrics), not fixed ones
+    seed_key: str = "seed"  # the trial config's seed (a Hydra override key)
 
     def __post_init__(self) -> None:
         # Built from Hydra's DictConfig, the nested entries may still be plain dicts.
@@ -140,6 +165,10 @@ class SearchConfig:
             raise ValueError(f"{key}.num_workers must be >= 1, got {self.num_workers}")
         if self.max_proposals is not None and self.max_proposals < 1:
             raise ValueError(f"{key}.max_proposals must be >= 1 or null (20 x budget), got {self.max_proposals}")
+        if self.noise_seeds < 0:
+            raise ValueError(f"{key}.noise_seeds must be >= 0 (0: no seed repeats), got {self.noise_seeds}")
+        if not (math.isfinite(self.noise_scale) and self.noise_scale > 0):
+            raise ValueError(f"{key}.noise_scale must be > 0, got {self.noise_scale}")
         if not 0 <= self.seed < 2**32:  # numpy's RandomState, which nevergrad seeds with it, refuses others
             raise ValueError(f"{key}.seed must be in [0, 2**32), got {self.seed}")
         if not self.objectives:
@@ -153,13 +182,20 @@ class SearchConfig:
         """How many proposals to ask for at most."""
         return self.max_proposals or 20 * self.budget
 
+    @property
+    def repeats(self) -> int:
+        """Seed repeats to run: noise_seeds when an objective's floor is measured by them, else 0."""
+        return self.noise_seeds if any(o.noise is None for o in self.objectives) else 0
+
     def identity(self) -> dict:
         """What a resumed search must share with the sweep dir it resumes (the budget may grow)."""
         return {
             "optimizer": self.optimizer,
             "seed": self.seed,
             "space": space_identity(self.space),
-            "objectives": [asdict(o) for o in self.objectives],
+            # Noise settings only re-judge the same ledger: a resume may change them.
+            "objectives": [{k: v for k, v in asdict(o).items() if k not in ("noise", "noise_relative")}
+                           for o in self.objectives],  # fmt: skip
             "constraints": [asdict(c) for c in self.constraints],
         }
 

@@ -3,6 +3,7 @@
 - ``ledger.jsonl``: one line per finished trial (ok / failed / infeasible / unmeasured), rewritten atomically;
 - ``pending.json``: trials in flight, re-launched with their same index and settings after a crash;
 - ``search.json``: the settings, so a resumed search can refuse a changed space or objective.
+Seed repeats (_repeats.py) are ledger records too (kind ``repeat``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_plugins.pareto_sweeper._config import ObjectiveConfig, SearchConfig
+from hydra_plugins.pareto_sweeper._noise import NoiseFloors
 from hydra_plugins.pareto_sweeper._space import architecture_key
 
 FORMAT = 1  # of search.json / ledger lines
@@ -26,7 +28,7 @@ class Trial:
     """One proposal: the optimiser's value, and the config assignments / overrides it stands for."""
 
     index: int | str  # the job number: its directory is <sweep dir>/<index> (the baseline is "baseline")
-    kind: str  # trial | baseline
+    kind: str  # trial | baseline | repeat (a seed repeat behind a noise floor, _repeats.py)
     name: str
     value: dict[str, Any]
     assigned: dict[str, Any]
@@ -34,8 +36,8 @@ class Trial:
 
     @property
     def key(self) -> str:
-        """Equal keys run the same trial (the baseline has its own)."""
-        return architecture_key(self.assigned) if self.kind == "trial" else "baseline"
+        """Equal keys run the same trial (the baseline and each repeat have their own: the index)."""
+        return architecture_key(self.assigned) if self.kind == "trial" else str(self.index)
 
 
 @dataclass
@@ -65,13 +67,17 @@ class TrialRecord:
 
 @dataclass
 class SearchResult:
-    """Where a search stands: every record, the front, its reference point and hypervolume."""
+    """Where a search stands: every record, the front, its reference point and hypervolume, the noise floors."""
 
-    records: list[TrialRecord]  # the baseline first (if any), then trials in index order
-    front: list[TrialRecord]  # the non-dominated feasible trials (baseline excluded)
+    records: list[TrialRecord]  # the baseline first (if any), then seed repeats, then trials in index order
+    front: list[TrialRecord]  # the non-dominated feasible trials (baseline excluded): strict Pareto dominance
     reference: list[float] | None  # in loss space
-    hypervolume: float
+    hypervolume: float  # of the strict front
     sweep_dir: Path
+    # The front trials no other front trial beats by more than the noise floors (_pareto.distinguishable): what
+    # a selection picks from. [] when built without floors.
+    distinguishable: list[TrialRecord] = field(default_factory=list)
+    noise: NoiseFloors = field(default_factory=NoiseFloors)
 
 
 @dataclass

@@ -23,6 +23,39 @@ def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
     ]
 
 
+def eps_dominates(a: Sequence[float], b: Sequence[float], eps: Sequence[float]) -> bool:
+    """a dominates b by more than the noise ``eps`` (per loss, >= 0, in the losses' units).
+
+    Additive epsilon-dominance (Laumanns, Thiele, Deb & Zitzler 2002, "Combining convergence and diversity in
+    evolutionary multiobjective optimization": a is nowhere worse than b by more than eps_k) made strict: a must
+    also be better than b by more than eps_j on at least one loss. So a difference below the floor counts as a tie
+    both ways: it neither makes a point dominate nor saves it from being dominated, and two points within noise
+    of each other everywhere never remove each other. With eps = 0 it is ``dominates``.
+    """
+    return all(x <= y + e for x, y, e in zip(a, b, eps)) and any(x < y - e for x, y, e in zip(a, b, eps))
+
+
+def distinguishable(
+    points: Sequence[Sequence[float]], front: Sequence[int], eps: Sequence[Sequence[float]]
+) -> list[int]:
+    """The front points that no other front point eps-dominates (``eps_dominates``).
+
+    Args:
+        points: losses of every point; front: indices of the strict front (``non_dominated``) into points.
+        eps: each point's own noise floor per loss; a pair is compared with the mean of the two (so two points
+            whose error bars of total length eps overlap on an axis are within noise on it).
+    Returns:
+        Indices into points, a subset of ``front``. With three or more objectives the relation can cycle (2-D
+        cannot: each step would need a gain above the floor that the others give back), leaving no point; the
+        strict front is returned then.
+    """
+    def pair(i: int, j: int) -> list[float]:
+        return [(x + y) / 2 for x, y in zip(eps[i], eps[j])]
+
+    kept = [i for i in front if not any(eps_dominates(points[j], points[i], pair(i, j)) for j in front if j != i)]
+    return kept or list(front)
+
+
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
     """Volume dominated by ``points`` and bounded by ``reference`` (points beyond it add nothing)."""
     inside = [list(p) for p in points if all(x < r for x, r in zip(p, reference))]

@@ -1,5 +1,6 @@
-"""What a search writes for people: pareto.csv (the front), trials.csv, hypervolume.csv (after each trial),
-pareto.png (the first two objectives), a progress bar or log lines, and one W&B run with logger=wandb."""
+"""What a search writes for people: pareto.csv (the front, each trial marked distinguishable or not), trials.csv,
+hypervolume.csv (after each trial), noise.json (the noise floors), pareto.png (the first two objectives, each point
+with its floors as error bars), a progress bar or log lines, and one W&B run with logger=wandb."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 from hydra_plugins.pareto_sweeper import _pareto as pareto
 from hydra_plugins.pareto_sweeper._config import ObjectiveConfig, SearchConfig
-from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial, TrialRecord
+from hydra_plugins.pareto_sweeper._ledger import SearchResult, Trial, TrialRecord, write_json
+from hydra_plugins.pareto_sweeper._noise import NoiseFloors
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,23 @@ def plot_front(
     failed: list[tuple[float, float]] | None = None,
     title: str = "",
     directions: tuple[str, str] = ("min", "max"),
-) -> None:
+    floors: list[tuple[float, float]] | None = None,
+    baseline_floor: tuple[float, float] | None = None,
+    within_noise: list[int] | None = None,
+):
     """All trials (grey), the front among trials and baseline (red staircase), front trials the baseline
-    beats on both axes (hollow red), the baseline (black star); the legend outside the axes.
+    beats on both axes (hollow red), front trials within noise of a better one (pink), the baseline (black
+    star); each point's noise floors as error bars; the legend outside the axes.
 
     Args:
         points, baseline, failed: (x, y) in objective units; front: indices into points.
         labels: the (x, y) axis labels (axis_label); directions: the (x, y) objectives' "min" / "max".
+        floors, baseline_floor: each point's (x, y) noise floor, in objective units. A bar spans the floor
+            (value +- floor / 2), so two points whose bars overlap on an axis differ by less than their floor
+            there (_pareto.distinguishable compares a pair with the mean of its two floors).
+        within_noise: front indices (into points) that another front trial beats by more than the noise.
+    Returns:
+        The matplotlib Figure (already saved to ``path``).
     """
     # A Figure on the Agg canvas: no pyplot state, no global backend switch in the caller's process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -88,6 +100,8 @@ def plot_front(
     fig = Figure(figsize=(7.6, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    _error_bars(ax, points + ([baseline] if baseline else []),
+                (floors or []) + ([baseline_floor] if baseline and baseline_floor else []))  # fmt: skip
     if points:
         xs, ys = zip(*points)
         ax.scatter(xs, ys, s=22, c="0.6", label=f"trials ({len(points)})", zorder=2)
@@ -98,9 +112,13 @@ def plot_front(
     if stairs:
         kept = len(front) - len(beaten)
         ax.plot(*zip(*sorted(stairs)), "-", c="tab:red", drawstyle="steps-post", zorder=3)
-        on_front = [points[i] for i in front if i not in beaten]
+        blurred = set(within_noise or []) - set(beaten)
+        on_front = [points[i] for i in front if i not in beaten and i not in blurred]
         if on_front:
             ax.scatter(*zip(*on_front), s=36, c="tab:red", label=f"Pareto front ({kept})", zorder=3)
+        if blurred:
+            ax.scatter(*zip(*(points[i] for i in sorted(blurred))), s=36, c="pink", edgecolors="tab:red", zorder=3,
+                       label=f"front, beaten beyond noise by a front trial ({len(blurred)})")  # fmt: skip
     if beaten:
         ax.scatter(*zip(*(points[i] for i in beaten)), s=50, facecolors="none", edgecolors="tab:red",
                    label=f"front trials the baseline beats ({len(beaten)})", zorder=3)  # fmt: skip
@@ -117,14 +135,27 @@ def plot_front(
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     tmp.replace(path)
+    return fig
+
+
+def _error_bars(ax, points: list[tuple[float, float]], floors: list[tuple[float, float]]) -> None:
+    """Each point's noise floors as grey error bars spanning the floor (+- floor / 2); nothing when all are 0."""
+    if len(floors) != len(points) or not any(f for pair in floors for f in pair):
+        return
+    xs, ys = zip(*points)
+    xerr, yerr = ([f[k] / 2 for f in floors] for k in (0, 1))
+    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.7", elinewidth=0.8, capsize=2, zorder=1,
+                label="noise floor (bar length)")  # fmt: skip
 
 
 def write_reports(result: SearchResult, cfg: SearchConfig) -> None:
-    """pareto.csv (the front), trials.csv, hypervolume.csv (after each trial), pareto.png (the first two
+    """pareto.csv (the strict front; ``distinguishable``: no front trial beats it by more than the noise floors),
+    trials.csv, hypervolume.csv (after each trial), noise.json (NoiseFloors.as_json), pareto.png (the first two
     objectives: the first up, the second right), all in the result's sweep dir."""
     objectives = cfg.objectives
     trials = [r for r in result.records if r.kind == "trial"]
-    rows = [_row(r, objectives, cfg.report_columns) for r in result.front]
+    distinct = {id(r) for r in result.distinguishable}
+    rows = [{**_row(r, objectives, cfg.report_columns), "distinguishable": id(r) in distinct} for r in result.front]
     write_csv(result.sweep_dir / "pareto.csv", rows or [{"trial": "", "name": ""}])
     all_rows = [_row(r, objectives, cfg.report_columns) for r in result.records]
     write_csv(result.sweep_dir / "trials.csv", all_rows or [{"trial": "", "name": ""}])
@@ -135,28 +166,44 @@ def write_reports(result: SearchResult, cfg: SearchConfig) -> None:
             [{"trial": r.trial, "status": r.status, "hypervolume": hv} for r, hv in zip(trials, curve)]
             or [{"trial": "", "status": "", "hypervolume": ""}],
         )
+    write_json(result.sweep_dir / "noise.json", result.noise.as_json())
     if len(objectives) >= 2:
-        y, x = objectives[0], objectives[1]  # e.g. accuracy (up) against latency (right)
-        ok = [r for r in trials if r.status == "ok" and r.feasible]
-        points = [(r.objectives[x.name], r.objectives[y.name]) for r in ok]
-        front_ids = {id(r) for r in result.front}
-        front = [i for i, r in enumerate(ok) if id(r) in front_ids]
-        infeasible = [
-            (r.metrics[x.name], r.metrics[y.name])
-            for r in trials
-            if r.status in ("ok", "infeasible") and not r.feasible and x.name in r.metrics and y.name in r.metrics
-        ]  # not failed or unmeasured trials: their numbers are partial or untrustworthy (invalid_if)
-        base = next((r for r in result.records if r.kind == "baseline" and r.status == "ok"), None)
-        plot_front(
-            result.sweep_dir / "pareto.png",
-            points,
-            front,
-            (axis_label(x.name, x.direction), axis_label(y.name, y.direction)),
-            baseline=(base.objectives[x.name], base.objectives[y.name]) if base else None,
-            failed=infeasible,
-            title=f"{len(trials)} trials, front {len(result.front)}, hypervolume {result.hypervolume:.4g}",
-            directions=(x.direction, y.direction),
-        )
+        _plot(result, cfg, trials)
+
+
+def _plot(result: SearchResult, cfg: SearchConfig, trials: list[TrialRecord]) -> None:
+    """pareto.png: the first objective up, the second right, with each point's floors as error bars."""
+    y, x = cfg.objectives[0], cfg.objectives[1]  # e.g. accuracy (up) against latency (right)
+    ok = [r for r in trials if r.status == "ok" and r.feasible]
+    points = [(r.objectives[x.name], r.objectives[y.name]) for r in ok]
+    front_ids, distinct = {id(r) for r in result.front}, {id(r) for r in result.distinguishable}
+    front = [i for i, r in enumerate(ok) if id(r) in front_ids]
+    noise = result.noise
+    infeasible = [
+        (r.metrics[x.name], r.metrics[y.name])
+        for r in trials
+        if r.status in ("ok", "infeasible") and not r.feasible and x.name in r.metrics and y.name in r.metrics
+    ]  # not failed or unmeasured trials: their numbers are partial or untrustworthy (invalid_if)
+    base = next((r for r in result.records if r.kind == "baseline" and r.status == "ok"), None)
+    plot_front(
+        result.sweep_dir / "pareto.png",
+        points,
+        front,
+        (axis_label(x.name, x.direction), axis_label(y.name, y.direction)),
+        baseline=(base.objectives[x.name], base.objectives[y.name]) if base else None,
+        failed=infeasible,
+        title=f"{len(trials)} trials, front {len(result.front)} ({len(result.distinguishable)} beyond noise), "
+        f"hypervolume {result.hypervolume:.4g}",
+        directions=(x.direction, y.direction),
+        floors=[(_floor(noise, x.name, r), _floor(noise, y.name, r)) for r in ok],
+        baseline_floor=(_floor(noise, x.name, base), _floor(noise, y.name, base)) if base else None,
+        within_noise=[i for i in front if id(ok[i]) not in distinct],
+    )
+
+
+def _floor(noise: NoiseFloors, name: str, r: TrialRecord) -> float:
+    floor = noise.floors.get(name)
+    return floor.of(r.metrics) if floor is not None else 0.0
 
 
 def _row(r: TrialRecord, objectives: list[ObjectiveConfig], columns: list[str]) -> dict:
@@ -274,4 +321,6 @@ def log_to_wandb(result: SearchResult, cfg: SearchConfig, logger_cfg: Any, mode:
         run.log({"pareto": wandb.Image(str(result.sweep_dir / "pareto.png"))})
     run.summary["hypervolume"] = result.hypervolume
     run.summary["front_size"] = len(result.front)
+    run.summary["distinguishable"] = len(result.distinguishable)
+    run.summary.update({f"noise/{n}": f.floor for n, f in result.noise.floors.items() if f.floor is not None})
     run.finish()

@@ -7,7 +7,9 @@ happens (_ledger.py: ledger.jsonl, pending.json, search.json; _reports.py: paret
 hypervolume.csv, refreshed after every trial). After a crash, re-running with the same sweep dir re-tells
 the ledger to the optimiser, re-launches the pending trials with their *same* index and settings (so a
 trial resumes from its own checkpoint), and carries on: no trial is lost or run twice. Trials flagged by
-``cfg.invalid_if`` are ``unmeasured``: never told, never on the front, re-launched on resume.
+``cfg.invalid_if`` are ``unmeasured``: never told, never on the front, re-launched on resume. Seed repeats of the
+baseline (_repeats.py) measure the noise floors (_noise.py); they run before further trials, outside the budget,
+and are never told.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra_plugins.pareto_sweeper import _pareto as pareto
-from hydra_plugins.pareto_sweeper._checks import raise_if_all_failed, retry_failed_trials
+from hydra_plugins.pareto_sweeper._checks import (
+    raise_if_all_failed,
+    retry_failed_trials,
+    warn_if_latency_floor_by_seeds,
+    warn_if_stopped_early,
+)
 from hydra_plugins.pareto_sweeper._config import OPTIMIZERS, SearchConfig
+from hydra_plugins.pareto_sweeper._front import search_result
 from hydra_plugins.pareto_sweeper._ledger import (
     Ledger,
     SearchResult,
@@ -35,6 +42,7 @@ from hydra_plugins.pareto_sweeper._ledger import (
     now,
     violations,
 )
+from hydra_plugins.pareto_sweeper._repeats import plan_repeats
 from hydra_plugins.pareto_sweeper._reports import Progress, write_reports
 from hydra_plugins.pareto_sweeper._space import architecture_key, parametrization, plain, to_overrides
 
@@ -55,7 +63,7 @@ class _Loop:
     futures: dict[Future, Trial] = field(default_factory=dict)
     next_index: int = 0
     proposals: int = 0
-    repeats: int = 0  # proposals of candidates already evaluated (a converging optimiser makes many)
+    re_proposals: int = 0  # proposals of candidates already evaluated (a converging optimiser makes many)
 
 
 class ParetoSearch:
@@ -72,6 +80,7 @@ class ParetoSearch:
         baseline: a reference trial run first (not told to the optimiser): marked on the plot, and the
             default reference point.
         on_update: called with the result after every finished trial.
+        base_seed: the seed trials run with (their config's ``cfg.seed_key``); seed repeat k runs with it + k.
         reports: False writes only the ledger until the end (benchmarks that run thousands of instant trials).
         progress: bar (a rich progress bar; not while the trial itself draws one in this terminal) | log | none.
     """
@@ -86,6 +95,7 @@ class ParetoSearch:
         on_update: Callable[[SearchResult], None] | None = None,
         reports: bool = True,
         progress: str = "bar",
+        base_seed: int = 0,
     ) -> None:
         self.cfg = cfg
         self.dir = Path(sweep_dir)
@@ -96,6 +106,7 @@ class ParetoSearch:
         self.on_update = on_update
         self.reports = reports
         self.progress = progress
+        self.base_seed = base_seed
         self.records: dict[int | str, TrialRecord] = {}
         self.reference: list[float] | None = self._explicit_reference()
         self._told_reference = False
@@ -109,6 +120,7 @@ class ParetoSearch:
             BaseException: whatever stopped the search (Ctrl-C, a kill, a failing pre-trial hook), after
                 every finished result was saved and unfinished trials were left pending for the next run.
         """
+        warn_if_latency_floor_by_seeds(self.cfg)
         loop = self._start()
         try:
             for t in loop.queued:
@@ -120,7 +132,7 @@ class ParetoSearch:
                 done, _ = wait(list(loop.futures), return_when=FIRST_COMPLETED)
                 for fut in done:
                     self._finish(loop, fut)
-            self._warn_if_stopped_early(loop)
+            warn_if_stopped_early(loop.proposals, self.cfg, self._trained(), loop.re_proposals, self.records.values())
         except BaseException:
             # Ctrl-C, a kill signal turned exception, a bug: keep every finished result, leave the rest pending
             # (pending.json) for the next run, and do not wait for trials still running.
@@ -178,7 +190,12 @@ class ParetoSearch:
         return loop
 
     def _fill(self, loop: _Loop) -> None:
-        """Ask for proposals until every worker is busy, the budget is reached, or proposals run out."""
+        """Seed repeats first (outside the budget); then ask for proposals until every worker is busy, the budget
+        is reached, or proposals run out."""
+        repeats = plan_repeats(self.cfg, self.records.values(), loop.in_flight.values(), self.baseline is not None,
+                               self.base_seed)  # fmt: skip
+        while repeats and len(loop.futures) < self.cfg.num_workers:
+            self._submit(loop, repeats.pop(0))
         while (
             len(loop.futures) < self.cfg.num_workers
             and self._trained() + sum(t.kind == "trial" for t in loop.in_flight.values()) < self.cfg.budget
@@ -193,7 +210,7 @@ class ParetoSearch:
             loop.proposals += 1
             if trial.key in loop.seen:
                 self._tell(loop.opt, candidate, loop.seen[trial.key])  # evaluated already: never run twice
-                loop.repeats += 1
+                loop.re_proposals += 1
                 continue
             rejected = self._precheck(trial)
             loop.next_index += 1
@@ -224,7 +241,7 @@ class ParetoSearch:
             self._set_reference_from(rec)
             if trial.assigned:  # a proposal of the baseline's own candidate reuses its result
                 loop.seen[architecture_key(trial.assigned)] = rec
-        else:
+        elif trial.kind == "trial":
             loop.seen[trial.key] = rec
             self._tell(loop.opt, loop.candidates.pop(trial.index), rec)
         result = self.result()
@@ -237,16 +254,6 @@ class ParetoSearch:
         except Exception as err:  # noqa: BLE001 - a report is not worth the search
             log.warning("could not refresh the reports in %s: %s", self.dir, err)
 
-    def _warn_if_stopped_early(self, loop: _Loop) -> None:
-        if loop.proposals >= self.cfg.proposal_limit and self._trained() < self.cfg.budget:
-            log.warning(
-                "search stopped after %d proposals with %d of %d trials trained: %d proposals repeated candidates "
-                "already evaluated and %d were infeasible (raise max_proposals, relax the constraints, or use an "
-                "optimizer that keeps exploring)",
-                loop.proposals, self._trained(), self.cfg.budget, loop.repeats,
-                sum(r.status == "infeasible" for r in self.records.values()),
-            )  # fmt: skip
-
     def _explicit_reference(self) -> list[float] | None:
         refs = [o.ref for o in self.cfg.objectives]
         if all(r is not None for r in refs):
@@ -258,10 +265,12 @@ class ParetoSearch:
         self.ledger.save(self.ordered_records(), list(in_flight.values()), self.reference)
 
     def ordered_records(self) -> list[TrialRecord]:
-        """The baseline (if any), then trials in index order."""
+        """The baseline (if any), then seed repeats, then trials in index order."""
         base = [r for r in self.records.values() if r.kind == "baseline"]
+        repeats = sorted((r for r in self.records.values() if r.kind == "repeat"),
+                         key=lambda r: (str(r.value.get("repeat_of")), r.value.get("repeat", 0)))  # fmt: skip
         trials = sorted((r for r in self.records.values() if r.kind == "trial"), key=lambda r: int(r.trial))
-        return base + trials
+        return base + repeats + trials
 
     # ---- optimiser ---------------------------------------------------------------------------
     def _make_optimizer(self):
@@ -370,18 +379,8 @@ class ParetoSearch:
                 for o, x in zip(self.cfg.objectives, losses)]  # fmt: skip
 
     def result(self) -> SearchResult:
-        """The search so far: records, the front of feasible trials, the reference point and hypervolume."""
-        records = self.ordered_records()
-        trials = [r for r in records if r.kind == "trial"]
-        losses = [r.losses(self.cfg.objectives) for r in trials]
-        ok = [i for i, x in enumerate(losses) if x is not None]
-        front = [trials[ok[i]] for i in pareto.non_dominated([losses[i] for i in ok])]
-        reference = self.reference
-        if reference is None and ok:  # no baseline and no refs yet: the nadir, 50% worse
-            reference = [max(losses[i][k] for i in ok) for k in range(len(self.cfg.objectives))]
-            reference = [x + 0.5 * max(abs(x), 1e-6) for x in reference]
-        hv = pareto.hypervolume([losses[i] for i in ok], reference) if reference and ok else 0.0
-        return SearchResult(records, front, reference, hv, self.dir)
+        """The search so far: records, the strict and distinguishable fronts, noise floors, reference, hypervolume."""
+        return search_result(self.cfg, self.ordered_records(), self.reference, self.dir)
 
 
 class _Inline:

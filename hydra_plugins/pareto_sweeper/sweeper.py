@@ -57,6 +57,11 @@ class ParetoSweeperConf:
     report_columns: list[str] = field(default_factory=list)  # metrics copied into pareto.csv beside the objectives
     invalid_if: list[str] = field(default_factory=list)  # flags a trial sets when its metrics are untrustworthy
     retry_failed: bool = False  # on resume, run the ledger's failed trials again
+    # Noise floors (SearchConfig): objectives with noise=null are measured by noise_seeds re-runs of the baseline
+    # (or the first finished trial), each a job with the override <seed_key>=<seed + k>; 0: none.
+    noise_seeds: int = 1
+    noise_scale: float = 1.0
+    seed_key: str = "seed"
     # Overrides of a reference trial run first (marked on the plot; the default hypervolume reference),
     # e.g. [student=mobilebert_baseline, student.num_blocks=4]. null: none.
     baseline: list[str] | None = None
@@ -131,6 +136,7 @@ class ParetoSweeper(Sweeper):
         # Fail on a misspelt key now, not in every trial: compose the baseline and one proposal.
         self.validate_batch_is_legal([fixed + t.overrides for t in [baseline] if t] + [fixed + _sample(cfg)])
         self.check_before_trials(cfg, fixed)
+        base_seed = self.trial_seed(cfg, fixed)
         # Only constraints need the pre-training check (and its imports: torch, the student).
         pretrial_fn = _import(self.pretrial_target, "pretrial") if self.pretrial_target and cfg.constraints else None
         if (
@@ -148,7 +154,8 @@ class ParetoSweeper(Sweeper):
         # In-process jobs (the basic launcher) draw Lightning's progress bar: ours would fight it for the terminal.
         progress = "log" if type(self.launcher).__name__ == "BasicLauncher" else "bar"
         result = ParetoSearch(
-            cfg, sweep_dir, jobs.launch, jobs.pretrial if pretrial_fn else None, baseline, progress=progress
+            cfg, sweep_dir, jobs.launch, jobs.pretrial if pretrial_fn else None, baseline, progress=progress,
+            base_seed=base_seed,
         ).run()
         log_to_wandb(result, cfg, self.config.get("logger"))
         log.info(
@@ -159,6 +166,30 @@ class ParetoSweeper(Sweeper):
         )
         return result
 
+
+    def trial_seed(self, cfg: SearchConfig, fixed: list[str]) -> int:
+        """The seed a trial runs with (its composed config's ``cfg.seed_key``; null counts as 0): seed repeats
+        run with it + 1, + 2, ... 0 when no seed repeats are needed.
+
+        Raises:
+            ValueError: seed repeats are needed but the trial config has no integer at ``cfg.seed_key``.
+        """
+        if not cfg.repeats:
+            return 0
+        assert self.hydra_context is not None and self.config is not None
+        trial_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed + _sample(cfg))
+        missing = object()
+        seed = OmegaConf.select(trial_cfg, cfg.seed_key, default=missing)
+        if seed is None:
+            return 0
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            found = "no such key" if seed is missing else f"{seed!r} there"
+            raise ValueError(
+                f"hydra.sweeper.seed_key={cfg.seed_key}: the trial config has {found}, not an integer seed; "
+                "seed repeats (the noise floors of objectives with noise=null) override it: name the config's seed "
+                "(hydra.sweeper.seed_key=...), give each objective a noise, or set hydra.sweeper.noise_seeds=0"
+            )
+        return seed
 
     def check_before_trials(self, cfg: SearchConfig, fixed: list[str]) -> None:
         """What fails every trial, checked once before the first: metric names, the device, parallel latency.
@@ -186,8 +217,12 @@ class _Jobs:
     pretrial_fn: Any  # (trial config, names) -> metrics, or None
 
     def launch(self, trial: Trial) -> Any:
-        job_idx = trial.index if isinstance(trial.index, int) else -1  # the baseline: its own subdir
-        (ret,) = self.launcher.launch([self.fixed + trial.overrides], initial_job_idx=job_idx)
+        overrides = self.fixed + trial.overrides
+        job_idx = trial.index if isinstance(trial.index, int) else -1
+        if not isinstance(trial.index, int):  # the baseline and seed repeats: a subdir named by the index
+            overrides = [o for o in overrides if not o.startswith("hydra.sweep.subdir=")]
+            overrides.append(f"hydra.sweep.subdir={trial.index}")
+        (ret,) = self.launcher.launch([overrides], initial_job_idx=job_idx)
         return ret.return_value  # re-raises the job's exception when it failed
 
     def pretrial(self, trial: Trial, names: set[str]) -> dict[str, float]:

@@ -52,6 +52,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
         "job": HydraConfig.get().job.num,
         "student": OmegaConf.to_container(cfg.student),
         "sleep_s": cfg.sleep_s,
+        "seed": cfg.seed,
+        "dir": HydraConfig.get().runtime.output_dir,
     }
     (calls / f"{os.getpid()}-{time.time_ns()}.json").write_text(json.dumps(record))
     time.sleep(cfg.sleep_s)
