@@ -198,7 +198,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # 5. Report.
     console.rule("[bold]5/5 report")
-    tau = flash_fidelity(candidates)
+    first = search_cfg.objectives[0]  # the quality objective the flash runs ranked students by
+    tau = {stage: flash_fidelity(candidates, first.name, first.direction, stage) for stage in ("regular", "downstream")}
     metrics = summary_metrics(result, candidates, teacher_row, tau, time.perf_counter() - started)
     report = write_report(
         run_dir, result, recipe, search_cfg, candidates, teacher_row, tau, metrics, cfg.task.name

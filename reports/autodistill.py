@@ -15,6 +15,7 @@ from core.files import write_text_atomic
 from hydra_plugins.pareto_sweeper import NoiseFloors, SearchConfig, SearchResult
 from reports.degenerate import FOOTNOTE, degenerate, flagged, score_prefix
 from reports.sweep_table import latency_cell, measured_latency, save_figure
+from reports.targets import rows_from, target_lines, target_metrics
 
 
 @dataclass
@@ -33,19 +34,28 @@ def downstream_score(metrics: dict[str, float]) -> float | None:
     return metrics.get("test/score", metrics.get("val/score"))
 
 
-def flash_fidelity(candidates: list[Candidate]) -> float:
-    """Kendall tau between flash and regular MLM accuracy over the regular-distilled students (§4.7)."""
+def flash_fidelity(candidates: list[Candidate], metric: str = "val/mlm_acc", direction: str = "max",
+                   against: str = "regular") -> float:
+    """Kendall tau between the flash ``metric`` and, over the regular-distilled students (AutoDistill §4.7),
+    either the same metric after regular distillation (``against="regular"``) or the downstream score
+    (``"downstream"``). Oriented so that +1 means the flash run ranks the students as the later stage does
+    (a ``direction="min"`` metric is negated first). NaN with fewer than two students having both numbers."""
     from scipy import stats
 
-    pairs = [(c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")) for c in candidates]
-    pairs = [(f, r) for f, r in pairs if f is not None and r is not None]
+    sign = 1.0 if direction == "max" else -1.0
+
+    def later(c: Candidate) -> float | None:
+        return downstream_score(c.downstream) if against == "downstream" else c.regular.get(metric)
+
+    pairs = [(c.flash.get(metric), later(c)) for c in candidates]
+    pairs = [(sign * f, r if against == "downstream" else sign * r) for f, r in pairs if f is not None and r is not None]
     if len(pairs) < 2:
         return float("nan")
     return float(stats.kendalltau(*zip(*pairs)).statistic)
 
 
 def summary_metrics(
-    result: SearchResult, candidates: list[Candidate], teacher_row: dict, tau: float, wall: float
+    result: SearchResult, candidates: list[Candidate], teacher_row: dict, tau: dict[str, float], wall: float
 ) -> dict[str, float]:
     """The run's metrics.json: the search's counts and hypervolume, its noise floors (``noise/<objective>``, in the
     objective's units; a per-trial floor: its median over the trials), tau, each candidate's regular and
@@ -60,7 +70,8 @@ def summary_metrics(
         "search/front_size": len(result.front),
         "search/distinguishable": len(result.distinguishable),
         "search/hypervolume": result.hypervolume,
-        "flash_fidelity/kendall_tau": tau,
+        "flash_fidelity/kendall_tau": tau["regular"],
+        "flash_fidelity/kendall_tau_downstream": tau["downstream"],
         "wall_time_s": wall,
     }
     out.update({f"noise/{name}": f.floor for name, f in result.noise.floors.items() if f.floor is not None})
@@ -76,6 +87,7 @@ def summary_metrics(
         score = downstream_score(c.downstream)
         if score is not None:
             out[f"{key}/downstream_score"] = score
+    out.update(target_metrics(*rows_from(candidates, teacher_row)))
     teacher_score = downstream_score(teacher_row.get("downstream", {}))
     if teacher_score is not None:
         out["teacher/downstream_score"] = teacher_score
@@ -168,7 +180,7 @@ def write_report(
     search_cfg: SearchConfig,
     candidates: list[Candidate],
     teacher: dict[str, Any],
-    tau: float,
+    tau: dict[str, float],
     metrics: dict[str, float],
     task: str,
 ) -> Path:
@@ -181,7 +193,7 @@ def write_report(
         search_cfg: the search's settings.
         candidates: the regular-distilled students (the baseline first, if any).
         teacher: the teacher's row (name, params, flops_per_seq@128, latency/p50_ms, downstream).
-        tau: flash_fidelity(candidates).
+        tau: ``{"regular": τ, "downstream": τ}`` of the first objective (``flash_fidelity``).
         metrics: summary_metrics(...).
         task: the task group's name (the score column's title).
     Returns:
@@ -198,6 +210,8 @@ def write_report(
     s = search_cfg
     lines = [
         "# AutoDistill report",
+        "",
+        *target_lines(*rows_from(candidates, teacher)),
         "",
         f"Search: {metrics['search/trials']:.0f} trials ({metrics['search/ok']:.0f} ok, {metrics['search/failed']:.0f} failed, "
         f"{metrics['search/infeasible']:.0f} infeasible, not trained, {metrics['search/unmeasured']:.0f} unmeasured: "
@@ -218,8 +232,11 @@ def write_report(
         "",
         *rows,
         "",
-        f"Flash fidelity (AutoDistill §4.7): Kendall τ between flash and regular MLM accuracy over these "
-        f"{len(candidates)} students = {cell(tau, '.3f')}.",
+        f"Flash fidelity (AutoDistill §4.7): Kendall τ of the flash `{s.objectives[0].name}` against the same metric "
+        f"after regular distillation = {cell(tau['regular'], '.3f')}, against the {task} score = "
+        f"{cell(tau['downstream'], '.3f')}, over these {len(candidates)} students"
+        + (" (too few to mean much: `benchmarks/fidelity.py` measures it over 8+ students and 2 seeds)."
+           if len(candidates) < 6 else "."),
         (
             f"{task} score: the task's metric(s) x100 on its labelled test split (best-dev model; "
             f"{recipe.downstream.max_steps or recipe.downstream.epochs} {'steps' if recipe.downstream.max_steps else 'epochs'} "

@@ -74,6 +74,15 @@ def model_row(label: str, latency: dict[str, float], downstream: dict[str, float
     return Model(label, p50, spread, downstream.get(f"{split}/score"), int(examples) if examples else None)
 
 
+def rows_from(candidates: list[Any], teacher: dict[str, Any]) -> tuple[list[Model], Model | None, Model]:
+    """The students, the baseline (None without one) and the teacher as ``Model`` rows, from the pipeline's
+    candidates (``label``, ``regular`` / ``flash`` metrics with ``latency/*``, ``downstream`` metrics) and the
+    teacher's row (``latency/*`` and ``downstream``)."""
+    rows = {c.label: model_row(c.label, c.regular or c.flash, c.downstream) for c in candidates}
+    baseline = rows.pop("baseline", None)
+    return list(rows.values()), baseline, model_row("teacher", teacher, teacher.get("downstream", {}))
+
+
 def score_floor(a: Model, b: Model) -> float:
     """One standard error (percent points) of the difference of two accuracies on ``n`` examples each
     (module docstring); 0 when either count is unknown."""

@@ -55,7 +55,7 @@ def test_autodistill_report_flags_contended_latency_of_students_baseline_and_tea
     assert not [r for r in rows if f"{BUSY:.2f}" in r]  # the busy reading is shown nowhere as a number
     assert "| contended |" in rows[2] and "| contended |" in rows[-1] and "| 0.33 |" in rows[3]
     result = SearchResult([record(0, "ok"), record(1, "unmeasured")], [], None, 0.0, Path("."))
-    metrics = summary_metrics(result, [base, student], teacher, float("nan"), 1.0)
+    metrics = summary_metrics(result, [base, student], teacher, {"regular": float("nan"), "downstream": float("nan")}, 1.0)
     assert "baseline/latency/p50_ms" not in metrics and metrics["baseline/latency/contended"] == 1.0
     assert metrics["trial_0/latency/p50_ms"] == 0.33 and metrics["search/unmeasured"] == 1
 

@@ -208,7 +208,7 @@ def test_selection_ignores_a_lead_below_the_noise_floor(tmp_path) -> None:
     for k in (1, 2, 3):
         chosen = select(result, AutoDistillConfig(max_selected=k), SearchConfig())
         assert 0 not in [r.trial for r in chosen] and len(chosen) == min(k, 2)
-    metrics = summary_metrics(result, [], {}, float("nan"), 1.0)
+    metrics = summary_metrics(result, [], {}, {"regular": float("nan"), "downstream": float("nan")}, 1.0)
     assert metrics[f"noise/{ACC}"] == pytest.approx(0.004) and metrics[f"noise/{LAT}"] == pytest.approx(0.095)  # median: 0.12, 0.1, 0.09, 0.05 ms
     assert metrics["search/front_size"] == 3 and metrics["search/distinguishable"] == 2
 
@@ -224,9 +224,9 @@ def test_report_says_which_compared_students_are_within_noise(tmp_path) -> None:
         "trial 1 and trial 2 differ by 0.04 on latency/p50_ms, below its noise floor 0.0898: not distinguishable.",
     ]
     teacher = {"name": "t", "params": 2e7, "flops_per_seq@128": 1e9}
-    metrics = summary_metrics(result, [base, t1, t2], teacher, float("nan"), 60.0)
+    metrics = summary_metrics(result, [base, t1, t2], teacher, {"regular": float("nan"), "downstream": float("nan")}, 60.0)
     recipe = AutoDistillConfig(downstream=None)
-    report = write_report(tmp_path, result, recipe, SearchConfig(), [base, t1, t2], teacher, 0.0, metrics, "task")
+    report = write_report(tmp_path, result, recipe, SearchConfig(), [base, t1, t2], teacher, {"regular": 0.0, "downstream": 0.0}, metrics, "task")
     text = report.read_text()
     assert "| `val/mlm_acc` | 0.004 | spread (max - min) over 2 runs of the baseline" in text
     assert "| `latency/p50_ms` | 0.095 | each trial's own latency/p50_spread x value" in text

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from reports.targets import Model, baseline_check, model_row, score_floor, speed_score_check, target_lines, target_metrics
+from reports.targets import (
+    Model,
+    baseline_check,
+    model_row,
+    score_floor,
+    speed_score_check,
+    target_lines,
+    target_metrics,
+)
 
 TEACHER = Model("teacher", 21.0, 0.2, 85.0, 1000)
 
@@ -70,3 +78,18 @@ def test_target_lines_state_both_results_and_metrics_agree():
     assert "not measured" in target_lines([student], None, TEACHER)[1]
     traded = Model("trial 4", 5.0, 0.1, 70.0, 1000)
     assert "a trade-off" in target_lines([traded], baseline, TEACHER)[1]
+
+
+def test_flash_fidelity_is_oriented_so_agreement_is_positive_for_a_loss_too():
+    from reports.autodistill import Candidate, flash_fidelity
+
+    def cand(i: int, fm_flash: float, fm_regular: float, score: float) -> Candidate:
+        return Candidate(f"trial {i}", "x", {"val/fm": fm_flash}, {"val/fm": fm_regular}, {"test/score": score})
+
+    # lower flash loss <-> lower regular loss <-> higher score: perfect agreement both ways
+    cands = [cand(0, 0.3, 0.2, 70.0), cand(1, 0.2, 0.1, 75.0), cand(2, 0.1, 0.05, 80.0)]
+    assert flash_fidelity(cands, "val/fm", "min", "regular") == pytest.approx(1.0)
+    assert flash_fidelity(cands, "val/fm", "min", "downstream") == pytest.approx(1.0)
+    reversed_scores = [cand(0, 0.3, 0.2, 80.0), cand(1, 0.2, 0.1, 75.0), cand(2, 0.1, 0.05, 70.0)]
+    assert flash_fidelity(reversed_scores, "val/fm", "min", "downstream") == pytest.approx(-1.0)
+    assert math.isnan(flash_fidelity(cands[:1], "val/fm", "min"))
