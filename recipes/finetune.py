@@ -20,7 +20,6 @@ metrics.json. A multirun's best-dev table: reports/finetune_table.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,12 +40,13 @@ from transformers import (
 import modules  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from callbacks.progress import StepProgressBar
-from core.assets import has_tokenizer, is_local_path, require_same_tokenizer, resolve_path
+from core.assets import is_local_path, resolve_path
 from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
 from datamodules.squad import QATaskConfig, SquadDataModule
 from datamodules.task_config import TaskDataConfig
 from modules.finetuning import FinetuneModule, metric_names
+from modules.kd_logits import MEMO
 from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
@@ -54,6 +54,7 @@ from modules.teacher import check_positions
 from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
+from recipes.task_kd import check_kd_teacher, load_kd_teacher, require_head  # noqa: F401  (public here too)
 from reports.predictions import write_predictions
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
         max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,
         enable_checkpointing=True,
     )  # fmt: skip
+    rows_before = (MEMO.misses, MEMO.hits)
     trainer.fit(module, datamodule=data, ckpt_path=common.resume_from(checkpoints))
     # A step budget that ends mid-epoch: judge the final model too.
     if module.validated_at != trainer.global_step:
@@ -184,6 +186,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     metrics: dict[str, float] = dict(module.best)
     metrics.update({"params": float(model.num_parameters()), "steps": float(trainer.global_step),
                     "train_examples": float(task.train_examples)})  # fmt: skip
+    if getattr(module, "_teacher", None) and module.kd.gamma > 0:  # task KD ran: its teacher rows, encoded / reused
+        metrics.update({"task_kd/gamma": module.kd.gamma, "task_kd/rows_encoded": float(MEMO.misses - rows_before[0]),
+                        "task_kd/rows_reused": float(MEMO.hits - rows_before[1])})  # fmt: skip
     # How many rows each score was measured on: the report's noise floor of a score needs it (reports/targets.py).
     metrics.update({f"{split}_examples": float(n) for split, n in data.split_sizes.items() if split != "train"})
     if qa:  # SQuAD's test set is hidden: the best-dev answers, for the official evaluation script
@@ -235,64 +240,6 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
             "trainer.limit_val_batches: SQuAD scores every question of the dev set (a partial pass would score "
             "the rest as unanswered); leave it null"
         )
-
-
-def check_kd_teacher(cfg: RunConfig, path: str, teacher: Path) -> None:
-    """The task-KD teacher reads the student's ids: the same tokenizer, every length (tokenizers and config.json).
-
-    Raises:
-        ValueError: the tokenizers differ (names both), or the teacher cannot embed ``task.max_seq_len``.
-    """
-    if has_tokenizer(teacher):
-        require_same_tokenizer(
-            AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(teacher),
-            f"recipe.model ({path})", f"recipe.task_kd.teacher ({teacher})",
-        )  # fmt: skip
-    else:  # a model saved without its tokenizer (recipe=finetune saves both): only its vocabulary size is checked
-        log.warning("recipe.task_kd.teacher: %s has no tokenizer files; cannot check it reads the student's ids", teacher)
-    check_positions(f"recipe.task_kd.teacher ({teacher})", AutoConfig.from_pretrained(teacher),
-                    {"task.max_seq_len": cfg.task.max_seq_len})  # fmt: skip
-
-
-def require_head(path: Path, head: str, field: str, task_name: str) -> None:
-    """A saved model fine-tuned with ``head`` (e.g. "ForSequenceClassification"): without the task's head,
-    ``from_pretrained`` would silently add a random one.
-
-    Raises:
-        ValueError: ``path``'s config.json names no architecture ending in ``head``.
-    """
-    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
-    if not any(a.endswith(head) for a in architectures):
-        raise ValueError(
-            f"{field}: {path} holds {architectures or 'an encoder without a head'}, not a model fine-tuned with "
-            f"a {head} head; fine-tune the teacher on task {task_name} first (recipe=finetune "
-            "recipe.model=teacher) and give its <run dir>/model"
-        )
-
-
-def load_kd_teacher(cfg: RunConfig, auto_class: type, tokenizer: PreTrainedTokenizerBase):
-    """The task-KD teacher, frozen later by the module; None without one.
-
-    It must read the student's token ids: the same tokenizer, every id embedded. ``run`` compared the
-    tokenizers in ``preflight`` already; the check is repeated here (two tokenizer reads) because this
-    function is public and a caller that builds its own loop skips ``preflight``.
-
-    Raises:
-        ValueError: the teacher's tokenizer differs from the student's, or its vocabulary is smaller.
-    """
-    if not cfg.recipe.task_kd.teacher:
-        return None
-    teacher_dir = resolve_path(cfg.recipe.task_kd.teacher)
-    if has_tokenizer(teacher_dir):
-        require_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_dir),
-                               f"the student ({tokenizer.name_or_path})", f"recipe.task_kd.teacher ({teacher_dir})")  # fmt: skip
-    teacher = auto_class.from_pretrained(str(teacher_dir))
-    if len(tokenizer) > teacher.config.vocab_size:
-        raise ValueError(
-            f"recipe.task_kd.teacher: its vocabulary ({teacher.config.vocab_size}) is smaller than the "
-            f"student's tokenizer ({len(tokenizer)}); task KD needs both to read the same token ids"
-        )
-    return teacher
 
 
 def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> TaskSetup:

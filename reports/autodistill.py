@@ -237,13 +237,7 @@ def write_report(
         f"{cell(tau['downstream'], '.3f')}, over these {len(candidates)} students"
         + (" (too few to mean much: `benchmarks/fidelity.py` measures it over 8+ students and 2 seeds)."
            if len(candidates) < 6 else "."),
-        (
-            f"{task} score: the task's metric(s) x100 on its labelled test split (best-dev model; "
-            f"{recipe.downstream.max_steps or recipe.downstream.epochs} {'steps' if recipe.downstream.max_steps else 'epochs'} "
-            "of fine-tuning, recipe.downstream)."
-            if recipe.downstream is not None
-            else "Downstream fine-tuning: off (recipe.downstream=null)."
-        ),
+        downstream_text(recipe, task),
         *(["", FOOTNOTE] if any(flags) else []),
         "",
         "![Pareto front](pareto.png)",
@@ -254,6 +248,31 @@ def write_report(
         "",
     ]
     return write_text_atomic(run_dir / "report.md", "\n".join(lines))
+
+
+def budget_text(ft: Any) -> str:
+    """``500 steps at lr 0.0005`` for a recipe=finetune config."""
+    steps = f"{ft.max_steps} steps" if ft.max_steps else f"{ft.epochs} epochs"
+    lr = ft.optimizer.get("lr") if isinstance(ft.optimizer, dict) else None
+    return steps + (f" at lr {lr:g}" if lr is not None else "")
+
+
+def downstream_text(recipe: Any, task: str) -> str:
+    """What the task score column means: split, budgets of the students and the teacher, task KD."""
+    if recipe.downstream is None:
+        return "Downstream fine-tuning: off (recipe.downstream=null)."
+    teacher = getattr(recipe, "teacher_downstream", None) or recipe.downstream
+    kd = recipe.downstream.task_kd
+    kd_text = (
+        f"with task KD from the fine-tuned teacher (γ={kd.gamma:g}, T={kd.temperature:g})"
+        if getattr(recipe, "downstream_kd", False) or kd.teacher
+        else "on the labels alone"
+    )
+    return (
+        f"{task} score: the task's metric(s) x100 on its labelled test split (best-dev model). Fine-tuning: "
+        f"students {budget_text(recipe.downstream)} {kd_text} (recipe.downstream), the teacher "
+        f"{budget_text(teacher)} (recipe.teacher_downstream)."
+    )
 
 
 def plot_flash_vs_regular(candidates: list[Candidate], path: Path, floor_of: Any = None):

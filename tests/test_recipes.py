@@ -183,6 +183,7 @@ def autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path) -> list[str]:
         "recipe.flash_fraction=0.25",
         "recipe.teacher_cache.max_gb=0.5",
         "recipe.downstream.max_steps=4",
+        "recipe.teacher_downstream.max_steps=4",
         "task.max_examples=64",
         f"task.cache_dir={tmp_path / 'task_cache'}",
         # explicit references: every trial counts toward the hypervolume, whatever this machine's timings
@@ -234,6 +235,13 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
         ft = json.loads((run_dir / "finetune" / name / "metrics.json").read_text())
         assert ft["steps"] == 4 and 0 <= ft["test/score"] <= 100
     assert "| sentiment score |" in report and f"{metrics['baseline/downstream_score']:.2f} |" in report
+    # the teacher was fine-tuned first, on the labels; the students learned from it (task KD)
+    for name in [*regular, "teacher"]:
+        ft = json.loads((run_dir / "finetune" / name / "metrics.json").read_text())
+        assert ("task_kd/gamma" in ft) == (name != "teacher"), name
+    # the report opens with the two targets, and metrics.json has them
+    assert report.splitlines()[2].startswith("- **≥ 3× faster than the teacher") and "advantage over the baseline" in report
+    assert {"target/met", "target/beats_baseline"} <= set(metrics)
 
     again = run_py(*overrides, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -259,6 +267,7 @@ def test_default_run_on_real_assets(tmp_path) -> None:
         "search.budget=2",
         "recipe.regular_steps=100",
         "recipe.downstream.max_steps=20",
+        "recipe.teacher_downstream.max_steps=20",
         "task.max_examples=300",
         cwd=tmp_path,
         timeout=900,  # about 6 minutes on 2 cores: search, two regular runs, three fine-tunings
