@@ -77,7 +77,7 @@ def summary_metrics(
     out.update({f"noise/{name}": f.floor for name, f in result.noise.floors.items() if f.floor is not None})
     for c in candidates:
         key = c.label.replace(" ", "_")
-        for name in ("val/mlm_acc", "params"):
+        for name in ("val/mlm_acc", "val/fm", "params"):
             if name in c.regular:
                 out[f"{key}/{name}"] = c.regular[name]
         if measured_latency(c.regular) is not None:
@@ -109,10 +109,13 @@ def downstream_flag(metrics: dict[str, float]) -> str | None:
     return degenerate(metrics, score_prefix(metrics)) if metrics else None
 
 
-def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: str) -> list[str]:
-    """The report's markdown table: one row per candidate, then the teacher's."""
+def comparison_rows(
+    candidates: list[Candidate], teacher: dict[str, Any], task: str, metric: str = "val/mlm_acc"
+) -> list[str]:
+    """The report's markdown table: one row per candidate, then the teacher's; ``metric`` (the search's quality
+    objective) after flash and after regular distillation."""
     rows = [
-        "| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | MLM acc flash | MLM acc regular "
+        f"| model | architecture | params (M) | GFLOPs/seq@128 | latency p50 (ms) | `{metric}` flash | `{metric}` regular "
         f"| {task} score |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -121,7 +124,7 @@ def comparison_rows(candidates: list[Candidate], teacher: dict[str, Any], task: 
         rows.append(
             f"| {c.label} | `{c.name}` | {cell(m.get('params', 0) / 1e6, '.2f')} | "
             f"{cell(m.get('flops_per_seq@128', 0) / 1e9, '.3f')} | {latency_cell(m)} | "
-            f"{cell(c.flash.get('val/mlm_acc'), '.4f')} | {cell(c.regular.get('val/mlm_acc'), '.4f')} | "
+            f"{cell(c.flash.get(metric), '.4f')} | {cell(c.regular.get(metric), '.4f')} | "
             f"{downstream_cell(c.downstream)} |"
         )
     rows.append(
@@ -202,10 +205,11 @@ def write_report(
     for name in ("pareto.png",):
         if (result.sweep_dir / name).exists():
             shutil.copy(result.sweep_dir / name, run_dir / name)
-    acc_floor = result.noise.floors.get("val/mlm_acc")
-    plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png", acc_floor.of if acc_floor else None)
+    metric = search_cfg.objectives[0].name  # the quality objective the flash runs ranked students by
+    floor = result.noise.floors.get(metric)
+    plot_flash_vs_regular(candidates, run_dir / "flash_vs_regular.png", floor.of if floor else None, metric)
 
-    rows = comparison_rows(candidates, teacher, task)
+    rows = comparison_rows(candidates, teacher, task, metric)
     flags = [downstream_flag(m) for m in (*(c.downstream for c in candidates), teacher.get("downstream", {}))]
     s = search_cfg
     lines = [
@@ -275,8 +279,10 @@ def downstream_text(recipe: Any, task: str) -> str:
     )
 
 
-def plot_flash_vs_regular(candidates: list[Candidate], path: Path, floor_of: Any = None):
-    """Each candidate's MLM accuracy after flash (x) and regular (y) distillation, to ``path`` (PNG).
+def plot_flash_vs_regular(
+    candidates: list[Candidate], path: Path, floor_of: Any = None, metric: str = "val/mlm_acc"
+):
+    """Each candidate's ``metric`` (the quality objective) after flash (x) and regular (y) distillation, to ``path`` (PNG).
 
     Args:
         floor_of: (a candidate's flash metrics) -> the flash accuracy's noise floor (NoiseFloor.of); drawn as
@@ -289,15 +295,15 @@ def plot_flash_vs_regular(candidates: list[Candidate], path: Path, floor_of: Any
     fig = Figure(figsize=(5.2, 4.2))
     ax = fig.subplots()
     for c in candidates:
-        f, r = c.flash.get("val/mlm_acc"), c.regular.get("val/mlm_acc")
+        f, r = c.flash.get(metric), c.regular.get(metric)
         if f is None or r is None:
             continue
         if floor_of is not None and floor_of(c.flash) > 0:
             ax.errorbar([f], [r], xerr=[floor_of(c.flash) / 2], fmt="none", ecolor="0.7", capsize=2, zorder=1)
         ax.scatter([f], [r], s=50, marker="*" if c.label == "baseline" else "o")
         ax.annotate(c.label, (f, r), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("MLM accuracy after flash distillation" + (" (bar: noise floor)" if floor_of else ""))
-    ax.set_ylabel("MLM accuracy after regular distillation")
+    ax.set_xlabel(f"{metric} after flash distillation" + (" (bar: noise floor)" if floor_of else ""))
+    ax.set_ylabel(f"{metric} after regular distillation")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
