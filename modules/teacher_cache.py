@@ -52,17 +52,22 @@ class TeacherCacheConfig:
 
 
 def teacher_fingerprint(teacher: Teacher) -> str:
-    """Name, config and a checksum of the weights: a retrained checkpoint at the same path is a new key."""
+    """Name, config and a checksum of the weights: a retrained checkpoint at the same path is a new key.
+
+    A fitted MLM head (``teacher.mlm_head=fit``) is part of the teacher: its weights are in the checksum and
+    its cache key (``teacher.mlm_head_key``) in the blob, so outputs cached without its logits (or with
+    another fit's) are never read back for it.
+    """
     checksum = sum(float(p.detach().double().sum()) for p in teacher.parameters())
-    blob = json.dumps(
-        {
-            "name": str(teacher.config.name_or_path),
-            "config": teacher.config.to_dict(),
-            "sum": f"{checksum:.10e}",
-        },
-        sort_keys=True,
-        default=str,
-    )
+    identity = {
+        "name": str(teacher.config.name_or_path),
+        "config": teacher.config.to_dict(),
+        "sum": f"{checksum:.10e}",
+    }
+    # Only when there is one: the keys of teachers without a fitted head stay what they were.
+    if teacher.mlm_head_key is not None:
+        identity["mlm_head"] = teacher.mlm_head_key
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -34,6 +34,7 @@ from datamodules.pretraining import PretrainingDataModule
 from modules.distillation import DistillationModule, LossWeights
 from modules.embedding_init import init_embeddings_from_teacher
 from modules.losses import LAYER_MAPS, layer_map
+from modules.mlm_head import attach_fitted_mlm_head
 from modules.progressive import progressive_schedule
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
@@ -172,7 +173,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     """Distil ``cfg.student`` (``cfg.recipe``: a DistillConfig) from ``cfg.teacher`` for the step budget.
 
     Returns:
-        metrics.json's flat dict (every ``val/*`` term, sizes, steps, wall time, cache counters, latency);
+        metrics.json's flat dict (``val/*`` terms, sizes, steps, wall time, cache counters, latency);
         ranks other than 0 return it unwritten.
     Raises:
         ValueError: an inconsistent config (``check_compatible``).
@@ -183,14 +184,14 @@ def run(cfg: RunConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     started = time.perf_counter()
 
-    # Teacher: frozen, eval, eager attention. Without an MLM head the KD term of L_D is off (α -> 1).
+    # Teacher: frozen, eval, eager attention. Data: MLM + NSP batches, a pure function of (seed, step).
     teacher = load_teacher(cfg.teacher)
     log.info("teacher: %s", teacher.describe())
-    if not teacher.has_mlm_head:
-        log.info("L_MLM-KD disabled (the teacher has no MLM head): L_D = L_MLM + L_NSP")
-
-    # Data: MLM + NSP batches, a pure function of (seed, step).
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
+    # teacher.mlm_head=fit: a head-less teacher gets BERT's MLM head, fitted on these batches (cached).
+    head_fit = attach_fitted_mlm_head(teacher, cfg.teacher, data)
+    if not teacher.has_mlm_head:  # then the KD term of L_D is off (α -> 1)
+        log.info("L_MLM-KD disabled (the teacher has no MLM head): L_D = L_MLM + L_NSP")
 
     # Student: embeddings copied from the teacher, resampled to the student's width.
     student = build_student(cfg, teacher)
@@ -226,7 +227,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     # Results: every validation term, sizes, wall time; the student in HF format (rank 0 writes).
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    metrics.update(start_metrics)
+    metrics.update({**start_metrics, **(head_fit.as_metrics() if head_fit else {})})  # val_start/*, teacher/*
     metrics.update(
         {
             "params": num_parameters(config),

@@ -14,6 +14,8 @@ from callbacks.latency import resolve_device
 VAL_TERMS = ("loss", "mlm", "nsp", "mlm_kd", "mha", "fm", "mlm_acc", "nsp_acc")
 SIZES = ("params", "params_with_heads", "flops_per_seq@128", "steps", "wall_time_s")
 CACHE = ("teacher_cache/hits", "teacher_cache/misses")
+# With teacher.mlm_head=fit, unless the checkpoint has a trained head (mlm_head.MLMHeadFit.as_metrics).
+FITTED_HEAD = ("teacher/mlm_head_acc", "teacher/mlm_head_unigram_acc")
 LATENCY = ("p50_ms", "p50_spread", "p90_ms", "mean_ms", "std_ms", "cv", "throughput_seq_s", "peak_memory_mb",
            "noisy", "contended")  # callbacks.latency.LatencyResult.as_metrics  # fmt: skip
 
@@ -34,6 +36,8 @@ def distill_metric_names(cfg: Any) -> list[str]:
         names += [f"val_start/{t}" for t in VAL_TERMS]
     if cfg.recipe.measure_latency:
         names += [f"latency/{k}" for k in LATENCY]
+    if cfg.teacher.mlm_head == "fit":
+        names += list(FITTED_HEAD)
     return names
 
 
