@@ -40,7 +40,6 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
-from callbacks.latency import measure_latency
 from hydra_plugins.pareto_sweeper import (
     ParetoSearch,
     SearchResult,
@@ -50,14 +49,12 @@ from hydra_plugins.pareto_sweeper import (
     log_to_wandb,
     to_overrides,
 )
-from modules.student import StudentConfig
-from modules.student_costs import flops
 from modules.student_spec import BlockSpec, StudentSpec
-from modules.teacher import load_teacher
 from recipes import distill, finetune
 from recipes.common import wandb_has_credentials, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
+from recipes.teacher_row import teacher_metrics, teacher_once, with_speed_target  # noqa: F401  (teacher_metrics: public here too)
 from reports.autodistill import Candidate, flash_fidelity, summary_metrics, write_report
 from search.config import StudentSearchConfig
 from search.metrics import distill_metric_names
@@ -120,11 +117,16 @@ class AutoDistillConfig(distill.DistillConfig):
     # Students learn from the teacher fine-tuned in stage 4 (task KD, recipe.downstream.task_kd's gamma and
     # temperature); false: the labels alone. A recipe.downstream.task_kd.teacher of your own wins over it.
     downstream_kd: bool = True
+    # Target 1 of the run (report.md's first line) as a search constraint: a proposal slower than the teacher's
+    # p50 / speedup_target (the teacher timed first, on this machine, latency group) is never trained. null: none.
+    speedup_target: float | None = 3.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.select not in SELECT:
             raise ValueError(f"recipe.select must be one of {SELECT}, got {self.select!r}")
+        if self.speedup_target is not None and self.speedup_target <= 0:
+            raise ValueError(f"recipe.speedup_target must be > 0 or null, got {self.speedup_target}")
         if self.max_selected < 1:
             raise ValueError(f"recipe.max_selected must be >= 1, got {self.max_selected}")
         if self.baseline is not None:
@@ -163,6 +165,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     distill.check_compatible(first)
     check_metric_names(search_cfg, distill_metric_names(first), "search.metrics:distill_metric_names")
     started = time.perf_counter()
+    teacher_row = teacher_once(cfg, run_dir)  # its latency bounds the search (recipe.speedup_target)
+    search_cfg = with_speed_target(search_cfg, teacher_row, recipe.speedup_target)
 
     # 1. Search with flash distillation.
     console.rule(f"[bold]1/4 search[/]: {search_cfg.budget} flash trials ({flash_recipe.total_steps} steps each), "
@@ -194,7 +198,6 @@ def run(cfg: RunConfig) -> dict[str, float]:
     regular_all(cfg, regular_recipe, candidates, result)
 
     # 4. Downstream fine-tuning of the same students, and of the teacher (its row in the report).
-    teacher_row = {"name": cfg.teacher.name_or_path, **teacher_metrics(cfg)}
     if recipe.downstream is not None:
         console.rule(
             f"[bold]3/4 fine-tuning on {cfg.task.name}[/]: the teacher, then {len(candidates)} students"
@@ -379,20 +382,3 @@ def select(result: SearchResult, recipe: AutoDistillConfig, search_cfg: StudentS
     k = recipe.max_selected
     picks = sorted({round(i * (len(front) - 1) / max(k - 1, 1)) for i in range(k)})
     return [front[i] for i in picks]
-
-
-def teacher_metrics(cfg: RunConfig) -> dict[str, float]:
-    """The teacher's row: size, FLOPs (as the equivalent BERT-layer student, exact), measured latency."""
-    teacher = load_teacher(cfg.teacher)
-    c = teacher.config
-    as_student = StudentConfig.from_spec(StudentSpec(
-        num_blocks=c.num_hidden_layers,
-        block=BlockSpec(c.hidden_size, c.hidden_size, c.num_attention_heads, c.intermediate_size, 1),
-        max_position_embeddings=c.max_position_embeddings,
-    ), vocab_size=c.vocab_size)
-    latency = measure_latency(teacher.encoder, cfg.latency)
-    return {
-        "params": float(sum(p.numel() for p in teacher.encoder.parameters())),
-        "flops_per_seq@128": float(flops(as_student, seq_len=128)),
-        **latency.as_metrics(),
-    }

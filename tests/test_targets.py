@@ -93,3 +93,18 @@ def test_flash_fidelity_is_oriented_so_agreement_is_positive_for_a_loss_too():
     reversed_scores = [cand(0, 0.3, 0.2, 80.0), cand(1, 0.2, 0.1, 75.0), cand(2, 0.1, 0.05, 70.0)]
     assert flash_fidelity(reversed_scores, "val/fm", "min", "downstream") == pytest.approx(-1.0)
     assert math.isnan(flash_fidelity(cands[:1], "val/fm", "min"))
+
+
+def test_speed_target_becomes_a_latency_constraint_unless_the_teacher_was_timed_on_a_busy_cpu():
+    from recipes.teacher_row import with_speed_target
+    from search.config import StudentSearchConfig
+
+    cfg = StudentSearchConfig()
+    bounded = with_speed_target(cfg, {"latency/p50_ms": 21.0}, 3.0)
+    assert [(c.name, c.max) for c in bounded.constraints] == [("latency/p50_ms", 7.0)]
+    assert with_speed_target(cfg, {"latency/p50_ms": 21.0}, None).constraints == []
+    assert with_speed_target(cfg, {"latency/p50_ms": 21.0, "latency/contended": 1.0}, 3.0).constraints == []
+    with pytest.raises(ValueError, match="recipe.speedup_target must be > 0"):
+        from recipes.autodistill import AutoDistillConfig
+
+        AutoDistillConfig(speedup_target=0.0)
