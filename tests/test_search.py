@@ -27,9 +27,19 @@ from hydra_plugins.pareto_sweeper import (
     parametrization,
     to_overrides,
 )
-from search.config import StudentSearchConfig as SearchConfig
-from search.space import BlockSpaceConfig
-from search.space import StudentSpace as SpaceConfig
+from hydra_plugins.pareto_sweeper import ObjectiveConfig as _Objective
+from search.config import StudentSearchConfig
+
+
+def SearchConfig(**kwargs) -> StudentSearchConfig:  # noqa: N802  (stands in for the class in these tests)
+    """The student search with the synthetic app's accuracy objective (it reports val/mlm_acc, not val/fm)."""
+    kwargs.setdefault("objectives", [_Objective("val/mlm_acc", "max"),
+                                     _Objective("latency/p50_ms", "min", noise="latency/p50_spread", noise_relative=True)])
+    return StudentSearchConfig(**kwargs)
+
+
+from search.space import BlockSpaceConfig  # noqa: E402
+from search.space import StudentSpace as SpaceConfig  # noqa: E402
 
 APP = Path(__file__).parent / "search_app" / "app.py"
 sys.path.insert(0, str(APP.parent))

@@ -10,8 +10,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from hydra_plugins.pareto_sweeper import ConstraintConfig, ParetoSearch, Trial, plain
-from search.config import StudentSearchConfig as SearchConfig
-from tests.test_search import Student, small_space, synthetic_metrics
+from tests.test_search import (
+    SearchConfig,  # the student search with the synthetic app's accuracy objective
+    Student,
+    small_space,
+    synthetic_metrics,
+)
 
 FAST = 1e-3  # a contended reading that would dominate everything if it were believed
 
@@ -24,7 +28,7 @@ def contended_launch(calls: list, busy_width: int | None = 256):
         metrics = synthetic_metrics(Student(trial.assigned))
         contended = trial.assigned["student.block"]["hidden_size"] == busy_width
         if contended:
-            metrics.update({"latency/p50_ms": FAST, "val/mlm_acc": 10.0})
+            metrics.update({"latency/p50_ms": FAST, "val/mlm_acc": 10.0, "val/fm": 0.0})
         return {**metrics, "latency/contended": float(contended)}
 
     return launch
