@@ -30,17 +30,17 @@ from hydra_plugins.pareto_sweeper._front import search_result
 from hydra_plugins.pareto_sweeper._reports import plot_front
 from recipes.autodistill import AutoDistillConfig, select
 from reports.autodistill import Candidate, plot_flash_vs_regular, summary_metrics, within_noise, write_report
-from search.config import StudentSearchConfig
-from tests.test_search import Student, small_space, sweep_cmd, synthetic_metrics
+from tests.test_search import (  # SearchConfig: val/mlm_acc objective
+    SearchConfig,
+    Student,
+    small_space,
+    sweep_cmd,
+    synthetic_metrics,
+)
 
 ACC, LAT = "val/mlm_acc", "latency/p50_ms"
 
 
-def SearchConfig(**kwargs) -> StudentSearchConfig:  # noqa: N802  (stands in for the class in these tests)
-    """The student search with an accuracy objective to maximise (these fabricated trials report val/mlm_acc)."""
-    kwargs.setdefault("objectives", [ObjectiveConfig(ACC, "max"),
-                                     ObjectiveConfig(LAT, "min", noise="latency/p50_spread", noise_relative=True)])
-    return StudentSearchConfig(**kwargs)
 
 
 def record(trial, acc: float, lat: float, kind: str = "trial", spread: float = 0.0, status: str = "ok",
