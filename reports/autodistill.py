@@ -77,7 +77,7 @@ def summary_metrics(
     out.update({f"noise/{name}": f.floor for name, f in result.noise.floors.items() if f.floor is not None})
     for c in candidates:
         key = c.label.replace(" ", "_")
-        for name in ("val/mlm_acc", "val/fm", "params"):
+        for name in ("val/loss", "val/mlm_acc", "val/fm", "params"):
             if name in c.regular:
                 out[f"{key}/{name}"] = c.regular[name]
         if measured_latency(c.regular) is not None:

