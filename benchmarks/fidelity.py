@@ -179,7 +179,7 @@ def main() -> None:
         parser.error("recipe.downstream=null: the study needs the downstream score")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     ft = cfg.recipe.downstream
-    budget = f"{ft.max_steps} steps" if ft.max_steps is not None else f"{ft.epochs} epochs"
+    budget = f"{ft.max_steps} steps" if ft.max_steps is not None else f"{ft.epochs} epoch{'s' * (ft.epochs > 1)}"
     title = f"Flash fidelity on {cfg.task.name}: fine-tuning {budget} at lr {ft.optimizer['lr']:g}"
     started, results, text = time.perf_counter(), [], ""
     for n, (block, depth) in enumerate(STUDENTS[: args.students], 1):

@@ -10,6 +10,9 @@ after a few dozen steps of a head-less teacher's distillation (stuck near the un
 representation the layer-wise losses train, and it costs seconds: one forward pass over ~3k short sequences and a
 convex fit (sentiment task, 2,000 + 1,057 reviews of 27 tokens on average: 1.7-21 s per trial, mean 10.5 s, for the
 0.08-1.3 GFLOPs students of benchmarks/fidelity.py on a shared 2-core CPU; the fit itself is under 0.1 s).
+Measured there (README, Flash fidelity): on the offline sentiment task it does not rank students, since an untrained
+student with the teacher's embeddings already probes at the level of the distilled ones (a mean-pooled probe reads
+the embedding table, a bag of words); a harder task or ``pool: cls`` may differ.
 
 The fit is scikit-learn's ``LogisticRegression`` (L-BFGS, L2) on standardised features: a convex problem with a
 unique optimum, so the result does not depend on an optimiser's learning rate or step count (a torch linear

@@ -147,7 +147,7 @@ def markdown(rows: list[dict], results: list[StudentResult], title: str) -> str:
     metric_table = markdown_table(
         ["flash metric", "better", "τ vs downstream", "ρ vs downstream", "p (τ)", "n", "τ vs regular", "ρ vs regular",
          "τ regular vs downstream", "τ seed 0 vs 1", "seed spread", "spread / range"],
-        [[f"`{r['metric']}`", r["better"], f(r["tau_down"]), f(r["rho_down"]), f(r["p_down"]), str(r["n_down"]), f(r["tau_reg"]),
+        [[f"`{r['metric']}`", r["better"], f(r["tau_down"]), f(r["rho_down"]), f(r["p_down"], ".2g"), str(r["n_down"]), f(r["tau_reg"]),
           f(r["rho_reg"]), f(r["tau_reg_down"]), f(r["tau_seeds"]), f(r["spread"], ".3g"), f(r["spread_rel"])]
          for r in rows], left=2,
     )  # fmt: skip
