@@ -181,6 +181,8 @@ class DistillationModule(L.LightningModule):
             if self.training:
                 layerwise = sum(w.attention * mha + w.feature * fm for mha, fm in pairs)
                 losses["loss"] = losses["loss"] + w.layerwise_in_pretraining * layerwise
+            else:  # the last block's terms alone: a candidate flash metric (benchmarks/fidelity.py)
+                losses["mha_last"], losses["fm_last"] = pairs[-1]
         losses["mlm_acc"] = (mlm_logits.argmax(-1) == batch["labels"][masked]).float().mean()
         losses["nsp_acc"] = (nsp_logits.argmax(-1) == batch["next_sentence_label"]).float().mean()
         return losses

@@ -35,6 +35,7 @@ from modules.distillation import DistillationModule, LossWeights
 from modules.embedding_init import init_embeddings_from_teacher
 from modules.losses import LAYER_MAPS, layer_map
 from modules.mlm_head import attach_fitted_mlm_head
+from modules.probe import ProbeConfig, check_probe_task, linear_probe
 from modules.progressive import progressive_schedule
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
@@ -80,6 +81,8 @@ class DistillConfig:
     measure_latency: bool = (
         True  # latency/* in metrics.json: a fresh build of this architecture on latency.device
     )
+    # A linear probe of the trained encoder on the task group's data (probe/acc, ...: modules/probe.py); off by default.
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -135,6 +138,8 @@ def check_compatible(cfg: RunConfig) -> None:
             f"latency.seq_len={cfg.latency.seq_len} exceeds student.max_position_embeddings="
             f"{cfg.student.max_position_embeddings}; lower latency.seq_len or set recipe.measure_latency=false"
         )
+    if recipe.probe.enabled:
+        check_probe_task(cfg.task, cfg.student.max_position_embeddings)
     # The teacher reads the same ids: its positions and vocabulary, from its config.json alone (no weights).
     teacher_config = read_teacher_config(cfg.teacher)
     check_positions(f"teacher {cfg.teacher.name_or_path}", teacher_config, {"data.max_seq_len": cfg.data.max_seq_len})
@@ -166,15 +171,17 @@ _NOT_TRAINING = (
     "validate_before_training",
     "teacher_cache",
     "save_student",
+    "probe",
 )
 
 
 def run(cfg: RunConfig) -> dict[str, float]:
     """Distil ``cfg.student`` (``cfg.recipe``: a DistillConfig) from ``cfg.teacher`` for the step budget.
 
+    Long on purpose: the recipe top to bottom (STYLE.md 1); every step that stands alone is a helper already.
     Returns:
-        metrics.json's flat dict (``val/*`` terms, sizes, steps, wall time, cache counters, latency);
-        ranks other than 0 return it unwritten.
+        metrics.json's flat dict (every ``val/*`` term, sizes, steps, wall time, cache counters, latency, the
+        probe's ``probe/*`` when ``recipe.probe`` is on); ranks other than 0 return it unwritten.
     Raises:
         ValueError: an inconsistent config (``check_compatible``).
     """
@@ -243,6 +250,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
         return metrics
     if recipe.measure_latency:
         metrics.update(measure_latency(config, cfg.latency).as_metrics())
+    if recipe.probe.enabled:  # seconds: one pass over ~3k task rows and a convex fit
+        metrics.update(linear_probe(student.student, cfg.task, teacher.tokenizer, recipe.probe))
     if recipe.save_student:
         student.save_pretrained(run_dir / "student")
         teacher.tokenizer.save_pretrained(run_dir / "student")
@@ -362,7 +371,7 @@ def _print_summary(name: str, metrics: dict[str, float], run_dir: Path, saved_st
     table = Table(title=f"{name}: {metrics['steps']:.0f} steps in {metrics['wall_time_s']:.0f} s")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("val/mlm_acc", "val/nsp_acc", "val/loss", "val/mha", "val/fm", "val/mlm", "val/mlm_kd", "val/nsp"):  # fmt: skip
+    for key in ("val/mlm_acc", "val/nsp_acc", "val/loss", "val/mha", "val/fm", "val/mlm", "val/mlm_kd", "val/nsp", "probe/acc"):  # fmt: skip
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.4f}")
     table.add_row("params", f"{metrics['params'] / 1e6:.2f}M")

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from callbacks.latency import resolve_device
+from modules.probe import probe_metric_names
 
 # recipes/distill.py's metrics.json: the validation terms of modules/distillation.py (its last stage's loss mix;
-# mlm_kd, mha and fm only under some loss settings: a name listed here may still be missing after a trial,
-# which the search then reports), sizes, steps, wall time, teacher-cache counters and the measured latency.
-VAL_TERMS = ("loss", "mlm", "nsp", "mlm_kd", "mha", "fm", "mlm_acc", "nsp_acc")
+# mha_last / fm_last: the last block's layer-wise terms; mlm_kd, mha and fm only under some loss settings: a name
+# listed here may still be missing after a trial, which the search then reports), sizes, steps, wall time, teacher-cache counters and the measured latency.
+VAL_TERMS = ("loss", "mlm", "nsp", "mlm_kd", "mha", "fm", "mha_last", "fm_last", "mlm_acc", "nsp_acc")
 SIZES = ("params", "params_with_heads", "flops_per_seq@128", "steps", "wall_time_s")
 CACHE = ("teacher_cache/hits", "teacher_cache/misses")
 # With teacher.mlm_head=fit, unless the checkpoint has a trained head (mlm_head.MLMHeadFit.as_metrics).
@@ -38,6 +39,8 @@ def distill_metric_names(cfg: Any) -> list[str]:
         names += [f"latency/{k}" for k in LATENCY]
     if cfg.teacher.mlm_head == "fit":
         names += list(FITTED_HEAD)
+    if cfg.recipe.probe.max_train_examples > 0:  # modules/probe.py: probe/acc, probe/f1, probe/score, ... on the task group
+        names += probe_metric_names(cfg.task)
     return names
 
 
