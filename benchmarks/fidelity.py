@@ -78,7 +78,7 @@ PROBE_ROWS = 2000  # the probe's train rows unless recipe.probe.max_train_exampl
 STUDY = ["latency.max_other_load=null", "latency.max_retries=0", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false"]  # fmt: skip
 QUICK = ["recipe.regular_steps=40", "recipe.flash_fraction=0.5", "recipe.checkpoint_every_n_steps=10",
-         "recipe.downstream.max_steps=10", "recipe.probe.max_train_examples=200", "latency.repeats=5",
+         "recipe.downstream.max_steps=10", "recipe.teacher_downstream.max_steps=10", "recipe.probe.max_train_examples=200", "latency.repeats=5",
          "latency.warmup=1", "latency.rounds=1"]  # fmt: skip
 
 
@@ -91,9 +91,11 @@ def base_config(out: Path, overrides: list[str]) -> RunConfig:
 
 
 def stage_key(cfg: RunConfig) -> str:
-    """What a stage's results depend on: its whole run config but its dir (recipe, student, teacher, data, task,
-    latency, seed, trainer), hashed."""
-    blob = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "run_dir"}
+    """What a stage's results depend on: its whole run config but its dir and the pipeline's search settings (recipe,
+    student, teacher, data, task, latency, seed, trainer), hashed. One stage is one run: the ``search`` group (its
+    budget, objectives) steers which students a pipeline trains, never how one is trained, and the logger only
+    where curves go."""
+    blob = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("run_dir", "search", "logger")}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -116,13 +118,34 @@ def run_stage(cfg: RunConfig, product: str, recipe_run: Callable[[RunConfig], di
     return metrics
 
 
-def downstream_tag(ft: FinetuneConfig, task: object) -> str:
-    """The fine-tuning budget's dir name: ``<max_steps>steps`` or ``<epochs>ep``, the LR and a hash of the whole
-    fine-tuning config and task, so another budget (``recipe.downstream.max_steps=...``) gets its own dirs and
-    reuses the flash and regular runs."""
-    blob = json.dumps({"finetune": dataclasses.asdict(ft), "task": dataclasses.asdict(task)}, sort_keys=True, default=str)
+def teacher_finetune(recipe: AutoDistillConfig) -> FinetuneConfig | None:
+    """The pipeline's teacher fine-tuning when its students learn from it (``recipe.downstream_kd``), else None."""
+    if not recipe.downstream_kd:
+        return None
+    return dataclasses.replace(recipe.teacher_downstream or recipe.downstream, model="teacher")
+
+
+def downstream_tag(recipe: AutoDistillConfig, task: object) -> str:
+    """The fine-tuning budget's dir name: ``<max_steps>steps`` or ``<epochs>ep``, the LR, ``-kd`` when students learn
+    from the fine-tuned teacher, and a hash of the students' and the teacher's fine-tuning configs and the task, so
+    another budget (``recipe.downstream.max_steps=...``) gets its own dirs and reuses the flash and regular runs."""
+    ft, teacher = recipe.downstream, teacher_finetune(recipe)
+    blob = json.dumps({"finetune": dataclasses.asdict(ft), "task": dataclasses.asdict(task),
+                       "teacher": dataclasses.asdict(teacher) if teacher else None}, sort_keys=True, default=str)  # fmt: skip
     budget = f"{ft.max_steps}steps" if ft.max_steps is not None else f"{ft.epochs}ep"
-    return f"{budget}-lr{ft.optimizer['lr']:g}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+    kd = "-kd" if teacher else ""
+    return f"{budget}-lr{ft.optimizer['lr']:g}{kd}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+
+
+def teacher_stage(cfg: RunConfig, out: Path) -> RunConfig | None:
+    """The teacher's fine-tuning run (the pipeline's stage 4 does it first), or None without task KD."""
+    teacher = teacher_finetune(cfg.recipe)
+    if teacher is None:
+        return None
+    # its own dir, keyed by its config and the task only: another student budget reuses it
+    blob = json.dumps({"teacher": dataclasses.asdict(teacher), "task": dataclasses.asdict(cfg.task)}, sort_keys=True, default=str)
+    run_dir = out / "finetune" / f"teacher-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+    return dataclasses.replace(cfg, recipe=teacher, run_dir=str(run_dir))
 
 
 @dataclass
@@ -135,9 +158,12 @@ class StudentStages:
     finetune: RunConfig
 
 
-def student_stages(cfg: RunConfig, block: str, depth: int, seeds: int, out: Path) -> StudentStages:
+def student_stages(
+    cfg: RunConfig, block: str, depth: int, seeds: int, out: Path, kd_teacher: Path | None = None
+) -> StudentStages:
     """The stages of the student ``<block>x<depth>``: the pipeline's flash and regular recipes with the probe on,
-    flash seeds 0..seeds-1, regular and fine-tuning at ``cfg.seed``, each in its dir under ``out``."""
+    flash seeds 0..seeds-1, regular and fine-tuning at ``cfg.seed`` (task KD from ``kd_teacher``, a fine-tuned
+    classifier dir, as stage 4 of the pipeline does), each in its dir under ``out``."""
     recipe: AutoDistillConfig = cfg.recipe
     probe = recipe.probe if recipe.probe.enabled else ProbeConfig(max_train_examples=PROBE_ROWS)
     flash = dataclasses.replace(recipe.distill_config("flash"), save_student=False, probe=probe)
@@ -147,7 +173,9 @@ def student_stages(cfg: RunConfig, block: str, depth: int, seeds: int, out: Path
     name = f"{block}x{depth}"
     reg_dir = out / "regular" / name
     ft = dataclasses.replace(recipe.downstream, model=str(reg_dir / "student"))
-    ft_dir = out / "finetune" / downstream_tag(recipe.downstream, cfg.task) / name
+    if kd_teacher is not None:
+        ft = dataclasses.replace(ft, task_kd=dataclasses.replace(ft.task_kd, teacher=str(kd_teacher)))
+    ft_dir = out / "finetune" / downstream_tag(recipe, cfg.task) / name
     return StudentStages(
         name,
         [trial_config(cfg, {**assigned, "seed": k}, flash, out / "flash" / name / f"seed{k}") for k in range(seeds)],
@@ -182,13 +210,19 @@ def main() -> None:
     budget = f"{ft.max_steps} steps" if ft.max_steps is not None else f"{ft.epochs} epoch{'s' * (ft.epochs > 1)}"
     title = f"Flash fidelity on {cfg.task.name}: fine-tuning {budget} at lr {ft.optimizer['lr']:g}"
     started, results, text = time.perf_counter(), [], ""
+    kd_teacher = None
+    if (teacher_cfg := teacher_stage(cfg, out)) is not None:  # the pipeline's stage 4: the teacher first
+        console.rule("[bold]teacher[/]: fine-tuning (its students learn from it: task KD)")
+        teacher = run_stage(teacher_cfg, "model/model.safetensors", finetune.run)
+        console.print(f"teacher: dev {teacher['val/score']:.2f}, test {teacher.get('test/score', float('nan')):.2f}")
+        kd_teacher, title = Path(teacher_cfg.run_dir) / "model", f"{title}, task KD from the teacher (dev {teacher['val/score']:.1f})"
     for n, (block, depth) in enumerate(STUDENTS[: args.students], 1):
         t = time.perf_counter()
         console.rule(f"[bold]student {n}/{args.students}[/]: {block}x{depth}")
-        results.append(study_student(student_stages(cfg, block, depth, args.seeds, out)))
+        results.append(study_student(student_stages(cfg, block, depth, args.seeds, out, kd_teacher)))
         console.print(f"{block}x{depth}: {time.perf_counter() - t:.0f} s (finished stages reused)")
         if len(results) >= 3:  # a partial table after every student: a long study can be stopped and read
-            for where in (out, out / "finetune" / downstream_tag(ft, cfg.task)):  # the latest, and per budget
+            for where in (out, out / "finetune" / downstream_tag(cfg.recipe, cfg.task)):  # the latest, and per budget
                 text, _ = write_fidelity(where, results, title)
     console.print(text, markup=False, highlight=False)  # the markdown as written ([..](..) is not rich markup)
     probe_s = [m["probe/time_s"] for r in results for m in r.flash if "probe/time_s" in m]

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from core.assets import DataError
 from datamodules.glue_loading import build_glue, load_glue
 from datamodules.labels import encode_labels, label_names_for, parse_labels, unlabelled_split
-from datamodules.sampling import EpochShuffle, split_indices, take_subsample
+from datamodules.sampling import EpochShuffle, LengthGroupedShuffle, split_indices, take_subsample
 from datamodules.task_cache import load_cache, load_or_build
 from datamodules.task_config import TaskDataConfig
 from datamodules.task_files import RawExample, SourceRows, infer_format, read_examples
@@ -255,12 +255,18 @@ class ClassificationDataModule(LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
         split = self._split(name)
+        # Seeded per epoch, so a run's batch order is reproducible whatever else has drawn random numbers,
+        # and a run resumed at epoch e sees the order an uninterrupted one would.
+        if not shuffle:
+            sampler = None
+        elif self.cfg.group_by_length:
+            sampler = LengthGroupedShuffle(split.lengths.tolist(), batch_size, self.seed)
+        else:
+            sampler = EpochShuffle(len(split), self.seed)
         return DataLoader(
             split,
             batch_size=batch_size,
-            # Seeded per epoch, so a run's batch order is reproducible whatever else has drawn random numbers,
-            # and a run resumed at epoch e sees the order an uninterrupted one would.
-            sampler=EpochShuffle(len(split), self.seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=partial(pad_collate, pad_id=int(self.tokenizer.pad_token_id)),
         )

@@ -12,6 +12,8 @@ from typing import TypeVar
 import torch
 from torch.utils.data import Sampler
 
+from core.seeding import mix_seed
+
 T = TypeVar("T")
 
 
@@ -77,3 +79,31 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class LengthGroupedShuffle(EpochShuffle):
+    """A random order per (seed, epoch) in which each run of ``batch_size`` rows has similar lengths, so a
+    batch padded to its longest row carries little padding (Hugging Face ``TrainingArguments.group_by_length``).
+
+    The grouping is transformers' own ``get_length_grouped_indices``: a random permutation cut into
+    mega-batches of 50 batches (fewer for small splits), each sorted by length, the longest batch first (an
+    out-of-memory error shows at step 1). Batches stay random in which rows they mix and in their order
+    within a mega-batch's sort. On the sentiment task (27 tokens a row on average, 72 at most) it
+    cuts the padded tokens per batch from 1,713 to 932 and a step by 1.5-1.6x (benchmarks/finetune_speed.py).
+
+    Args:
+        lengths: (N,) tokens per row of the split, unpadded.
+        batch_size: rows per training batch (the loader's ``batch_size``).
+        seed: the run's data seed; the order depends only on (seed, epoch), like ``EpochShuffle``.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        super().__init__(len(lengths), seed)
+        self.lengths, self.batch_size = list(lengths), batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        # imported here: transformers' Trainer utilities are not needed unless a loader is built
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))

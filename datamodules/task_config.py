@@ -41,6 +41,8 @@ class TaskDataConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 0
+    # training batches of similar lengths (HF's group_by_length): less padding, the same rows per epoch
+    group_by_length: bool = True
     max_examples: int | None = None  # cap per split after splitting, for demo scale
     cache_dir: str = "~/.cache/distill-recipes/tasks"
 

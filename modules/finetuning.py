@@ -160,7 +160,8 @@ def load_best_state(module: L.LightningModule, checkpoint: dict) -> None:
 def warmup_decay_optimizer(module: L.LightningModule, parameters) -> dict:
     """``configure_optimizers``' answer: the module's optimizer factory on ``parameters``, stepped per batch by
     ``linear_warmup_decay`` over ``schedule_length(module)`` with ``module.warmup_fraction``."""
-    optimizer = module.optimizer_factory(parameters)
+    # frozen weights (requires_grad=False, e.g. a user's frozen encoder) get no optimizer state and no weight decay
+    optimizer = module.optimizer_factory([p for p in parameters if p.requires_grad])
     scheduler = linear_warmup_decay(optimizer, schedule_length(module), module.warmup_fraction)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

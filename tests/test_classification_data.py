@@ -21,7 +21,7 @@ from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
 from datamodules.glue_loading import load_glue
 from datamodules.labels import parse_labels
-from datamodules.sampling import EpochShuffle, split_indices, split_sizes_for
+from datamodules.sampling import EpochShuffle, LengthGroupedShuffle, split_indices, split_sizes_for
 from datamodules.task_config import TaskDataConfig
 from datamodules.task_files import read_examples
 from datamodules.tokenized import pad_collate
@@ -628,3 +628,38 @@ def test_epoch_shuffle_depends_on_seed_and_epoch_only_and_keeps_the_old_order() 
         sampler.set_epoch(epoch)
         assert list(sampler) == uninterrupted[epoch]
     assert uninterrupted[0] != uninterrupted[1] and sorted(uninterrupted[1]) == list(range(50))
+
+
+def test_length_grouped_shuffle_cuts_padding_and_depends_on_seed_and_epoch_only() -> None:
+    lengths = torch.randint(5, 73, (640,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = LengthGroupedShuffle(lengths, batch_size=32, seed=3)
+    orders = {}
+    for epoch in (2, 0, 1):  # any order of set_epoch calls: a resumed run starts at a later epoch
+        sampler.set_epoch(epoch)
+        orders[epoch] = list(sampler)
+        again = LengthGroupedShuffle(lengths, batch_size=32, seed=3)
+        again.set_epoch(epoch)
+        assert list(again) == orders[epoch]
+    assert sorted(orders[0]) == list(range(640)) and orders[0] != orders[1]
+    assert list(LengthGroupedShuffle(lengths, 32, seed=4)) != orders[0]
+
+    def padded(order: list[int]) -> int:  # tokens computed on when each batch is padded to its longest row
+        return sum(32 * max(lengths[i] for i in order[k : k + 32]) for k in range(0, len(order), 32))
+
+    shuffled = list(EpochShuffle(640, seed=3))
+    assert padded(orders[0]) < 0.75 * padded(shuffled)  # mostly padding-free batches
+    assert max(lengths[i] for i in orders[0][:32]) == max(lengths)  # the longest batch first: an OOM shows at once
+
+
+def test_train_loader_groups_by_length_unless_told_not_to(tmp_path: Path, tokenizer) -> None:
+    rows = [(i % 2, " ".join(["good"] * (1 + (i * 7) % 40))) for i in range(256)]
+    path = write_tsv(tmp_path / "t.tsv", rows)
+
+    def widths(**kw: object) -> list[int]:
+        dm = ClassificationDataModule(make_cfg(tmp_path, path=str(path), batch_size=8, **kw), tokenizer)
+        dm.setup()
+        return [b["input_ids"].shape[1] for b in dm.train_dataloader()]
+
+    grouped, shuffled = widths(), widths(group_by_length=False)
+    assert len(grouped) == len(shuffled) == 26  # 205 train rows (0.8) in batches of 8
+    assert sum(grouped) < 0.8 * sum(shuffled)

@@ -495,3 +495,14 @@ def test_misspelt_keys_and_wrong_types_fail_at_composition(compose_run: Compose,
 )
 def test_run_py_registers_the_schemas_the_command_line_selects(argv: list[str], expected: set | None) -> None:
     assert run.recipes_on_command_line(argv) == expected
+
+
+def test_fine_tuning_optimizers_are_fused_adamw(compose_run: Compose, tmp_path: Path) -> None:
+    # one kernel per update: 1.3-1.4x faster CPU fine-tuning steps than the per-tensor loop (benchmarks/finetune_speed.py)
+    weight = torch.nn.Parameter(torch.zeros(3))
+    finetune = run.to_run_config(compose_run("recipe=finetune"), str(tmp_path)).recipe
+    pipeline = run.to_run_config(compose_run(), str(tmp_path)).recipe
+    for optimizer in (finetune.optimizer, pipeline.downstream.optimizer, pipeline.teacher_downstream.optimizer):
+        built = instantiate(optimizer)([weight])
+        assert isinstance(built, torch.optim.AdamW) and built.defaults["fused"] is True
+    assert run.to_run_config(compose_run("recipe=finetune"), str(tmp_path)).task.group_by_length is True

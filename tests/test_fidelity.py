@@ -139,8 +139,13 @@ def test_study_quick_end_to_end(tiny_teacher_dir, pairs_corpus, sentiment_tsv, t
     again = quick_study(out, tiny_teacher_dir, pairs_corpus, sentiment_tsv, "recipe.downstream.max_steps=12")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "regular" / "Model_128_64_1_384_2x2" / "metrics.json").stat().st_mtime == before
-    budgets = sorted(p.name for p in (out / "finetune").iterdir())
-    assert len(budgets) == 2 and budgets[0].startswith("10steps-lr0.0001-") and budgets[1].startswith("12steps-")
+    budgets = sorted(p.name for p in (out / "finetune").iterdir() if not p.name.startswith("teacher-"))
+    assert len(budgets) == 2 and budgets[0].startswith("10steps-lr0.0005-kd-") and budgets[1].startswith("12steps-")
+    # the pipeline's stage 4: one fine-tuned teacher (reused by the second budget), every student learns from it
+    (teacher,) = (out / "finetune").glob("teacher-*")
+    assert json.loads((teacher / "metrics.json").read_text())["steps"] == 10
+    student = json.loads(next((out / "finetune").glob("12steps-*/Model_128_64_1_384_2x2/metrics.json")).read_text())
+    assert student["task_kd/gamma"] == 0.5 and student["steps"] == 12
     assert "fine-tuning 12 steps" in (out / "fidelity.md").read_text()
     other = quick_study(out, tiny_teacher_dir, pairs_corpus, sentiment_tsv, "recipe.regular_steps=60")
     assert other.returncode != 0 and "pick another --out" in other.stderr
