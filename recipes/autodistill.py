@@ -165,6 +165,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     # Bad settings, a misspelt objective / constraint or a missing device fail now, not in every trial.
     first = trial_config(quiet, {}, flash_recipe, run_dir)
     distill.check_compatible(first)
+    distill.check_step_budget(flash_recipe, search_cfg.space.max_depth(), "the search's deepest student (search.space.num_blocks)")
     check_metric_names(search_cfg, distill_metric_names(first), "search.metrics:distill_metric_names")
     started = time.perf_counter()
     teacher_row = teacher_once(cfg, run_dir)  # its latency bounds the search (recipe.speedup_target)

@@ -140,6 +140,7 @@ def check_compatible(cfg: RunConfig) -> None:
         )
     if recipe.probe.enabled:
         check_probe_task(cfg.task, cfg.student.max_position_embeddings)
+    check_step_budget(recipe, cfg.student.num_blocks, "the student (student.num_blocks)")
     # The teacher reads the same ids: its positions and vocabulary, from its config.json alone (no weights).
     teacher_config = read_teacher_config(cfg.teacher)
     check_positions(f"teacher {cfg.teacher.name_or_path}", teacher_config, {"data.max_seq_len": cfg.data.max_seq_len})
@@ -149,6 +150,23 @@ def check_compatible(cfg: RunConfig) -> None:
             f"{teacher_config.vocab_size} entries: the student reads the teacher tokenizer's ids, so leave "
             "student.vocab_size null"
         )
+
+
+def check_step_budget(recipe: DistillConfig, num_blocks: int, student: str) -> None:
+    """Every block stage of a ``num_blocks``-block student gets a step of ``recipe``'s budget: checked before the
+    teacher and the corpus load, not when the schedule is built.
+
+    Raises:
+        ValueError: naming recipe.regular_steps, the budget's fraction and ``student`` (what sets the depth).
+    """
+    try:
+        progressive_schedule(num_blocks, recipe.total_steps, recipe.progressive_ratio)
+    except ValueError as err:
+        flash = f" x recipe.flash_fraction={recipe.flash_fraction}" if recipe.budget == "flash" else ""
+        raise ValueError(
+            f"{recipe.total_steps} {recipe.budget} steps (recipe.regular_steps={recipe.regular_steps}{flash}) are too "
+            f"few for {student}, {num_blocks} blocks: {err}"
+        ) from None
 
 
 def config_hash(cfg: RunConfig) -> str:

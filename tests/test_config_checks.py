@@ -117,6 +117,24 @@ def test_distill_refuses_student_vocab_size_and_teacher_positions_before_loading
         distill.check_compatible(cfg)
 
 
+def test_a_step_budget_without_a_step_per_block_is_refused_before_loading(tiny_teacher_dir: Path, tmp_path) -> None:
+    # 20 x 0.05 = 1 flash step: 4 blocks would get no progressive step (found only when the schedule was built)
+    cfg = typed("recipe=flash_distill", f"teacher.name_or_path={tiny_teacher_dir}", "recipe.regular_steps=20")
+    with pytest.raises(ValueError, match=r"1 flash steps \(recipe.regular_steps=20 x recipe.flash_fraction=0.05\) "
+                                         r"are too few for the student \(student.num_blocks\), 4 blocks"):  # fmt: skip
+        distill.check_compatible(cfg)
+    # the pipeline checks its flash budget against the deepest student its search may propose, before the teacher
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), f"teacher.name_or_path={tiny_teacher_dir}", "recipe.regular_steps=75",
+         "search.space.num_blocks='range(2,7)'", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "15 flash steps (recipe.regular_steps=75 x recipe.flash_fraction=0.2) are too few for the search's deepest " \
+           "student (search.space.num_blocks), 6 blocks" in proc.stderr  # fmt: skip
+    assert not (tmp_path / "run" / "teacher.json").exists()  # nothing timed, nothing trained
+
+
 def test_adabert_refuses_a_teacher_that_cannot_embed_the_lengths(tmp_path: Path) -> None:
     teacher = save_classifier(tmp_path / "teacher", SPECIALS + WORDS, max_positions=64)
     cfg = typed("recipe=adabert", f"recipe.teacher={teacher}", "task.max_seq_len=100")
