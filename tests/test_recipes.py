@@ -217,7 +217,7 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
         assert trial_metrics["steps"] == 10 and "latency/p50_ms" in r["objectives"]
     front = (run_dir / "search" / "pareto.csv").read_text().splitlines()[1:]
     regular = sorted(p.name for p in (run_dir / "regular").iterdir())
-    assert "baseline" in regular and len(regular) == 1 + min(len(front), 2)  # recipe.max_selected=2
+    assert "baseline" in regular and len(regular) == 1 + min(len(front), 1)  # recipe.max_selected=1
     for name in regular:
         reg = json.loads((run_dir / "regular" / name / "metrics.json").read_text())
         assert reg["steps"] == 40
