@@ -256,7 +256,7 @@ def write_report(
 
 def budget_text(ft: Any) -> str:
     """``500 steps at lr 0.0005`` for a recipe=finetune config."""
-    steps = f"{ft.max_steps} steps" if ft.max_steps else f"{ft.epochs} epochs"
+    steps = f"{ft.max_steps} steps" if ft.max_steps else f"{ft.epochs} epoch{'s' * (ft.epochs != 1)}"
     lr = ft.optimizer.get("lr") if isinstance(ft.optimizer, dict) else None
     return steps + (f" at lr {lr:g}" if lr is not None else "")
 
