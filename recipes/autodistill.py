@@ -79,7 +79,7 @@ class TeacherFinetuneConfig(FinetuneConfig):
 
 
 def _adamw(lr: float) -> dict[str, Any]:
-    # fused: one kernel for the whole update (CPU and GPU); 1.4-1.7x faster fine-tuning steps on 2 CPU cores, where
+    # fused: one kernel for the whole update (CPU and GPU); 1.2-1.5x faster fine-tuning steps on 2 CPU cores, where
     # the per-tensor default spends most of a step on the vocab x width embedding table (benchmarks/finetune_speed.py)
     return {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 0.01, "fused": True}
 

@@ -498,7 +498,7 @@ def test_run_py_registers_the_schemas_the_command_line_selects(argv: list[str], 
 
 
 def test_fine_tuning_optimizers_are_fused_adamw(compose_run: Compose, tmp_path: Path) -> None:
-    # one kernel per update: 1.3-1.4x faster CPU fine-tuning steps than the per-tensor loop (benchmarks/finetune_speed.py)
+    # one kernel per update: 1.2-1.5x faster CPU fine-tuning steps than the per-tensor loop (benchmarks/finetune_speed.py)
     weight = torch.nn.Parameter(torch.zeros(3))
     finetune = run.to_run_config(compose_run("recipe=finetune"), str(tmp_path)).recipe
     pipeline = run.to_run_config(compose_run(), str(tmp_path)).recipe
