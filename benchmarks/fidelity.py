@@ -90,13 +90,18 @@ def base_config(out: Path, overrides: list[str]) -> RunConfig:
     return run.to_run_config(cfg, str(out))
 
 
+def digest(blob: dict, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``blob`` as sorted JSON: what names a config's results."""
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def stage_key(cfg: RunConfig) -> str:
     """What a stage's results depend on: its whole run config but its dir and the pipeline's search settings (recipe,
     student, teacher, data, task, latency, seed, trainer), hashed. One stage is one run: the ``search`` group (its
     budget, objectives) steers which students a pipeline trains, never how one is trained, and the logger only
     where curves go."""
     blob = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("run_dir", "search", "logger")}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(blob, 12)
 
 
 def run_stage(cfg: RunConfig, product: str, recipe_run: Callable[[RunConfig], dict]) -> dict[str, float]:
@@ -130,11 +135,11 @@ def downstream_tag(recipe: AutoDistillConfig, task: object) -> str:
     from the fine-tuned teacher, and a hash of the students' and the teacher's fine-tuning configs and the task, so
     another budget (``recipe.downstream.max_steps=...``) gets its own dirs and reuses the flash and regular runs."""
     ft, teacher = recipe.downstream, teacher_finetune(recipe)
-    blob = json.dumps({"finetune": dataclasses.asdict(ft), "task": dataclasses.asdict(task),
-                       "teacher": dataclasses.asdict(teacher) if teacher else None}, sort_keys=True, default=str)  # fmt: skip
+    blob = {"finetune": dataclasses.asdict(ft), "task": dataclasses.asdict(task),
+            "teacher": dataclasses.asdict(teacher) if teacher else None}  # fmt: skip
     budget = f"{ft.max_steps}steps" if ft.max_steps is not None else f"{ft.epochs}ep"
     kd = "-kd" if teacher else ""
-    return f"{budget}-lr{ft.optimizer['lr']:g}{kd}-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+    return f"{budget}-lr{ft.optimizer['lr']:g}{kd}-{digest(blob, 6)}"
 
 
 def teacher_stage(cfg: RunConfig, out: Path) -> RunConfig | None:
@@ -143,8 +148,8 @@ def teacher_stage(cfg: RunConfig, out: Path) -> RunConfig | None:
     if teacher is None:
         return None
     # its own dir, keyed by its config and the task only: another student budget reuses it
-    blob = json.dumps({"teacher": dataclasses.asdict(teacher), "task": dataclasses.asdict(cfg.task)}, sort_keys=True, default=str)
-    run_dir = out / "finetune" / f"teacher-{hashlib.sha256(blob.encode()).hexdigest()[:6]}"
+    blob = {"teacher": dataclasses.asdict(teacher), "task": dataclasses.asdict(cfg.task)}
+    run_dir = out / "finetune" / f"teacher-{digest(blob, 6)}"
     return dataclasses.replace(cfg, recipe=teacher, run_dir=str(run_dir))
 
 
