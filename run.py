@@ -22,10 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.config import RunConfig, register_configs
 from recipes.logs import quiet_libraries
+from recipes.tracking import with_group
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -165,7 +167,10 @@ def to_run_config(cfg: DictConfig, run_dir: str) -> RunConfig:
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> dict[str, float]:
     """Hydra's job: validate the config, run the selected recipe, return its metrics (the sweeper reads them)."""
-    run_cfg = to_run_config(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_cfg = to_run_config(cfg, hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # W&B: every job of the sweep in one group, one run each
+        run_cfg.logger = with_group(run_cfg.logger, hydra_cfg.sweep.dir)
     module = RECIPES[cfg.recipe.name].load_module()
     quiet_libraries()  # after the recipe's imports: Lightning sets its log levels when imported
     log.info("recipe %s -> %s", cfg.recipe.name, run_cfg.run_dir)

@@ -1,7 +1,8 @@
 """Flash fidelity (AutoDistill §4.7): which flash-distillation metric ranks students as their regular distillation
 and their downstream score do? A study you can rerun:
 
-    .venv/bin/python benchmarks/fidelity.py [--out outputs/fidelity] [--students 8] [--seeds 2] [--quick] [overrides ...]
+    .venv/bin/python benchmarks/fidelity.py [--out outputs/fidelity] [--students 8] [--seeds 2] [--finetune-seeds 1]
+        [--quick] [overrides ...]
 
 For each of --students hand-picked students (STUDENTS: Table 1 x depth 2..6, chosen to spread size, latency and
 shape), in this process and through the recipes' own ``run(cfg)``:
@@ -9,7 +10,9 @@ shape), in this process and through the recipes' own ``run(cfg)``:
 1. flash distillation with --seeds seeds (``seed`` seeds the student's initialisation and dropout; the batches,
    their masking, the validation set and the probe's train subset stay fixed, so seeds differ only in training);
 2. regular distillation once (seed 0);
-3. fine-tuning of the regular student on the task group's data.
+3. fine-tuning of the regular student on the task group's data, with --finetune-seeds seeds (``seed`` seeds the
+   classifier head, dropout and batch order); the downstream score is their mean, and with two or more seeds the
+   table says how well two fine-tuning seeds rank the students alike (the ceiling of any metric's τ).
 
 The budgets are the default pipeline's, read from its config classes (``recipe=autodistill``: flash =
 ``regular_steps x flash_fraction``, regular = ``regular_steps``, fine-tuning = ``recipe.downstream``), so the study
@@ -18,7 +21,7 @@ apply to it as to ``python run.py``. Every flash and regular run also fits the l
 ``recipe.probe.max_train_examples``, default 2000 here) and reports the last block's layer-wise terms.
 
 Each stage runs in its own dir under --out (flash/<student>/seed<k>, regular/<student>,
-finetune/<budget>/<student>) and a rerun reuses the finished ones (metrics.json + product + the same config, hashed
+finetune/<budget>/<student>, and <student>-seed<k> for fine-tuning seed k > 0) and a rerun reuses the finished ones (metrics.json + product + the same config, hashed
 in stage.json), so adding students or seeds costs only the new runs, and another fine-tuning budget
 (``recipe.downstream.max_steps=300``) only the fine-tunings; a finished flash or regular run of other settings in
 the same --out stops the study (pick another --out). After every student the tables are rewritten:
@@ -155,20 +158,29 @@ def teacher_stage(cfg: RunConfig, out: Path) -> RunConfig | None:
 
 @dataclass
 class StudentStages:
-    """The run configs of one student's stages: flash (one per seed), regular, fine-tuning of the regular student."""
+    """The run configs of one student's stages: flash (one per seed), regular, fine-tuning of the regular student
+    (one per fine-tuning seed)."""
 
     name: str
     flash: list[RunConfig]
     regular: RunConfig
-    finetune: RunConfig
+    finetune: list[RunConfig]
 
 
 def student_stages(
-    cfg: RunConfig, block: str, depth: int, seeds: int, out: Path, kd_teacher: Path | None = None
+    cfg: RunConfig,
+    block: str,
+    depth: int,
+    seeds: int,
+    out: Path,
+    kd_teacher: Path | None = None,
+    finetune_seeds: int = 1,
 ) -> StudentStages:
     """The stages of the student ``<block>x<depth>``: the pipeline's flash and regular recipes with the probe on,
-    flash seeds 0..seeds-1, regular and fine-tuning at ``cfg.seed`` (task KD from ``kd_teacher``, a fine-tuned
-    classifier dir, as stage 4 of the pipeline does), each in its dir under ``out``."""
+    flash seeds 0..seeds-1, regular at ``cfg.seed``, fine-tuning at ``cfg.seed`` then ``cfg.seed + 1``, ... (
+    ``finetune_seeds`` of them; task KD from ``kd_teacher``, a fine-tuned classifier dir, as stage 4 of the pipeline
+    does), each in its dir under ``out``: the first fine-tuning in ``<student>``, seed k > 0 in ``<student>-seed<k>``
+    (so a study with one seed is unchanged by adding more)."""
     recipe: AutoDistillConfig = cfg.recipe
     probe = recipe.probe if recipe.probe.enabled else ProbeConfig(max_train_examples=PROBE_ROWS)
     flash = dataclasses.replace(recipe.distill_config("flash"), save_student=False, probe=probe)
@@ -180,20 +192,22 @@ def student_stages(
     ft = dataclasses.replace(recipe.downstream, model=str(reg_dir / "student"))
     if kd_teacher is not None:
         ft = dataclasses.replace(ft, task_kd=dataclasses.replace(ft.task_kd, teacher=str(kd_teacher)))
-    ft_dir = out / "finetune" / downstream_tag(recipe, cfg.task) / name
+    ft_dir = out / "finetune" / downstream_tag(recipe, cfg.task)
     return StudentStages(
         name,
         [trial_config(cfg, {**assigned, "seed": k}, flash, out / "flash" / name / f"seed{k}") for k in range(seeds)],
         trial_config(cfg, {**assigned, "seed": cfg.seed}, regular, reg_dir),
-        dataclasses.replace(cfg, recipe=ft, run_dir=str(ft_dir)),
+        [dataclasses.replace(cfg, recipe=ft, seed=cfg.seed + k, run_dir=str(ft_dir / (f"{name}-seed{k}" if k else name)))
+         for k in range(finetune_seeds)],  # fmt: skip
     )
 
 
 def study_student(stages: StudentStages) -> StudentResult:
-    """Flash (each seed), regular and fine-tuning of one student, each finished stage reused (``run_stage``)."""
+    """Flash (each seed), regular and fine-tuning (each seed) of one student, each finished stage reused
+    (``run_stage``)."""
     flash = [run_stage(c, "metrics.json", distill.run) for c in stages.flash]
     regular = run_stage(stages.regular, "student/model.safetensors", distill.run)
-    return StudentResult(stages.name, flash, regular, run_stage(stages.finetune, "metrics.json", finetune.run))
+    return StudentResult(stages.name, flash, regular, [run_stage(c, "metrics.json", finetune.run) for c in stages.finetune])
 
 
 def main() -> None:
@@ -201,10 +215,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
     parser.add_argument("--students", type=int, default=8, help=f"the first N of STUDENTS (at most {len(STUDENTS)})")
     parser.add_argument("--seeds", type=int, default=2, help="flash seeds per student (>= 2 for the seed spread)")
+    parser.add_argument("--finetune-seeds", type=int, default=1,
+                        help="fine-tuning seeds per student (>= 2: the score is their mean, and the table gives the "
+                        "seed-to-seed τ, the ceiling of any metric)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the study")
     args, overrides = parser.parse_known_args()
-    if not 1 <= args.students <= len(STUDENTS) or args.seeds < 1:
-        parser.error(f"--students must be in [1, {len(STUDENTS)}] and --seeds >= 1")
+    if not 1 <= args.students <= len(STUDENTS) or args.seeds < 1 or args.finetune_seeds < 1:
+        parser.error(f"--students must be in [1, {len(STUDENTS)}], --seeds and --finetune-seeds >= 1")
     overrides = (QUICK if args.quick else []) + overrides
     out = args.out.resolve()
     cfg = base_config(out, overrides)
@@ -224,7 +241,8 @@ def main() -> None:
     for n, (block, depth) in enumerate(STUDENTS[: args.students], 1):
         t = time.perf_counter()
         console.rule(f"[bold]student {n}/{args.students}[/]: {block}x{depth}")
-        results.append(study_student(student_stages(cfg, block, depth, args.seeds, out, kd_teacher)))
+        stages = student_stages(cfg, block, depth, args.seeds, out, kd_teacher, args.finetune_seeds)
+        results.append(study_student(stages))
         console.print(f"{block}x{depth}: {time.perf_counter() - t:.0f} s (finished stages reused)")
         if len(results) >= 3:  # a partial table after every student: a long study can be stopped and read
             for where in (out, out / "finetune" / downstream_tag(cfg.recipe, cfg.task)):  # the latest, and per budget

@@ -67,6 +67,7 @@ from recipes import finetune
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
+from recipes.tracking import tracked
 from reports.adabert import AdaBertReport, AdaBertSettings, write_report
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def check_config(cfg: RunConfig) -> None:
         check_positions(f"the teacher ({path})", AutoConfig.from_pretrained(path), lengths)
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Search, derive, retrain and evaluate an AdaBERT student for ``cfg.task`` (steps 1-5 above).
 
@@ -345,7 +347,7 @@ def train_stage(
         dirpath=stage_dir / "checkpoints", save_top_k=1, save_last="link", every_n_epochs=1
     )
     callbacks = [checkpoints] + ([StepProgressBar()] if cfg.trainer.enable_progress_bar else [])
-    trainer = build_trainer(cfg.trainer, str(stage_dir), build_logger(cfg.logger, str(stage_dir)), callbacks,
+    trainer = build_trainer(cfg.trainer, str(stage_dir), build_logger(cfg, str(stage_dir)), callbacks,
                             max_epochs=plan.epochs, enable_checkpointing=True)  # fmt: skip
     last = stage_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=inputs.data, ckpt_path=str(last) if last.exists() else None)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +50,11 @@ from hydra_plugins.pareto_sweeper import (
 )
 from modules.student_spec import BlockSpec, StudentSpec
 from recipes import distill, finetune
-from recipes.common import wandb_has_credentials, write_metrics
+from recipes.common import write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
 from recipes.teacher_row import teacher_metrics, teacher_once, with_speed_target  # noqa: F401  (teacher_metrics: public here too)
+from recipes.tracking import tracked, wandb_mode
 from reports.autodistill import Candidate, flash_fidelity, summary_metrics, write_report
 from search.config import StudentSearchConfig
 from search.metrics import distill_metric_names
@@ -142,6 +142,7 @@ class AutoDistillConfig(distill.DistillConfig):
         return distill.DistillConfig(**{**own, "name": f"{budget}_distill", "budget": budget})
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Search -> select -> regular distillation -> downstream fine-tuning -> report (module docstring).
 
@@ -179,9 +180,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     trials = FlashTrials(quiet, flash_recipe, search_dir)
     baseline = baseline_trial(search_cfg.space, recipe.baseline, cfg.student)
     result = ParetoSearch(search_cfg, search_dir, trials.launch, trials.pretrial, baseline, base_seed=cfg.seed).run()
-    # With logger=wandb: objectives and hypervolume per trial (offline without credentials, as every run logs).
-    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_has_credentials()
-    log_to_wandb(result, search_cfg, cfg.logger, mode="offline" if offline else "online")
+    # With logger=wandb: the search's own run (objectives and hypervolume per trial) beside the trials' runs.
+    log_to_wandb(result, search_cfg, cfg.logger, mode=wandb_mode())
 
     # 2. Select.
     chosen = select(result, recipe, search_cfg)

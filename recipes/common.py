@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import netrc
 import os
 import shutil
 from collections.abc import Iterable
@@ -18,46 +17,41 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from core.files import write_json_atomic
-from recipes.config import TrainerConfig
+from recipes import tracking
+from recipes.config import RunConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 
-WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
+def build_logger(cfg: RunConfig, run_dir: str) -> Logger | bool:
+    """Instantiate the configured Lightning logger (``cfg.logger``) in the run dir.
 
-
-def wandb_has_credentials() -> bool:
-    """True when W&B can log online: an API key in the environment or in ~/.netrc (what `wandb login` writes)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL_HOST", "api.wandb.ai")) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-
-
-def build_logger(logger_cfg: dict | None, run_dir: str) -> Logger | bool:
-    """Instantiate the configured Lightning logger in the run dir.
-
-    W&B falls back to offline mode (runs saved under ``<run_dir>/wandb``, upload later with
-    ``wandb sync``) when no API key is configured, instead of prompting or failing mid-run.
+    W&B (recipes/tracking.py): one run per job, named after the run dir, ``job_type`` the recipe, in the group
+    ``logger.group`` (a sweep's or pipeline's, filled in by run.py / the pipeline); a run this process left open
+    is finished first, so this job never writes into another's; the resolved config is logged now, so a crashed
+    run has it. It logs offline (runs under ``<run_dir>/wandb``, upload later with ``wandb sync``) when no API key
+    is configured, instead of prompting or failing mid-run.
 
     Returns:
-        The logger, or False (Lightning's "no logger") when ``logger_cfg`` is empty.
+        The logger, or False (Lightning's "no logger") when ``cfg.logger`` is empty.
     """
-    if not logger_cfg:
+    if not cfg.logger:
         return False
-    cfg = dict(logger_cfg)
-    if cfg.get("_target_") == WANDB_LOGGER:
-        mode = os.environ.get("WANDB_MODE")
-        if mode in ("offline", "disabled") or not wandb_has_credentials():
-            if not cfg.get("offline"):
+    logger_cfg = dict(cfg.logger)
+    if tracking.is_wandb(logger_cfg):
+        logger_cfg = tracking.wandb_init_args(logger_cfg, run_dir, cfg.recipe.name)
+        if tracking.wandb_mode() != "online":
+            if not logger_cfg.get("offline"):
                 log.info(
                     "W&B: no API key found (WANDB_API_KEY / wandb login): logging offline; upload with `wandb sync %s/wandb`",
                     run_dir,
                 )
-            cfg["offline"] = True
-    cfg.setdefault("save_dir", run_dir)
-    return instantiate(cfg)
+            logger_cfg["offline"] = True
+        tracking.finish_open_run(f"{run_dir} starts its own")
+    logger_cfg.setdefault("save_dir", run_dir)
+    logger = instantiate(logger_cfg)
+    if tracking.is_wandb(logger_cfg):
+        logger.log_hyperparams(tracking.flat_config(cfg))
+    return logger
 
 
 def build_trainer(

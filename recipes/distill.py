@@ -43,6 +43,7 @@ from modules.teacher import Teacher, check_positions, load_teacher, read_teacher
 from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
+from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ _NOT_TRAINING = (
 )
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Distil ``cfg.student`` (``cfg.recipe``: a DistillConfig) from ``cfg.teacher`` for the step budget.
 
@@ -311,7 +313,7 @@ def build_distill_trainer(cfg: RunConfig, run_dir: Path) -> L.Trainer:
     return build_trainer(
         cfg.trainer,
         str(run_dir),
-        build_logger(cfg.logger, str(run_dir)),
+        build_logger(cfg, str(run_dir)),
         callbacks,
         max_steps=recipe.total_steps,
         val_check_interval=recipe.val_every_n_steps or None,

@@ -55,6 +55,7 @@ from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
 from recipes.task_kd import check_kd_teacher, load_kd_teacher, require_head  # noqa: F401  (public here too)
+from recipes.tracking import tracked
 from reports.predictions import write_predictions
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class TaskSetup:
     train_examples: int  # rows (classification) or questions (QA)
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Fine-tune ``recipe.model`` on ``cfg.task`` (``cfg.recipe``: a FinetuneConfig); steps: module docstring.
 
@@ -174,7 +176,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     checkpoints = run_dir / "checkpoints"  # last.ckpt with the best-dev state: a killed / requeued run resumes
     callbacks = [common.epoch_checkpoints(checkpoints)] + ([StepProgressBar()] if cfg.trainer.enable_progress_bar else [])
     trainer = build_trainer(
-        cfg.trainer, str(run_dir), build_logger(cfg.logger, str(run_dir)), callbacks,
+        cfg.trainer, str(run_dir), build_logger(cfg, str(run_dir)), callbacks,
         max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,
         enable_checkpointing=True,
     )  # fmt: skip

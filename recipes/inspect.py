@@ -29,6 +29,7 @@ from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def forward_both(teacher: Teacher, student: StudentForPreTraining, batches: list
     return stats
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Build teacher and student, forward both on held-out batches, save the initialised student.
 

@@ -32,6 +32,7 @@ from modules.student_costs import flops, num_parameters
 from modules.student_spec import BlockSpec, StudentSpec
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.tracking import tracked
 from reports.latency import plot_latency_vs_params
 from search.space import TABLE1  # AutoDistill Table 1: 576 blocks
 
@@ -109,6 +110,7 @@ def rank_correlations(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+@tracked
 def run(cfg: RunConfig) -> dict[str, float]:
     """Measure every config of ``recipe.space``; write latency.csv, latency_vs_params.png, metrics.json.
 

@@ -53,15 +53,29 @@ CANDIDATES = (
 
 @dataclass
 class StudentResult:
-    """One student of the study: its flash runs (one metrics dict per seed), its regular run and its fine-tuning."""
+    """One student of the study: its flash runs (one metrics dict per seed), its regular run and its fine-tunings
+    (one metrics dict per fine-tuning seed)."""
 
     name: str
     flash: list[dict[str, float]]
     regular: dict[str, float]
-    downstream: dict[str, float]
+    downstream: list[dict[str, float]]
 
     def flash_values(self, metric: str) -> list[float]:
         return [m[metric] for m in self.flash if _finite(m.get(metric))]
+
+    def scores(self, target: str = TARGET) -> list[float]:
+        """The fine-tuning seeds' ``target`` values, NaN for a degenerate classifier (one class: ranks nothing)."""
+        return [math.nan if degenerate(m) else m.get(target, math.nan) for m in self.downstream]
+
+    def score(self, target: str = TARGET) -> float:
+        """The mean ``target`` over the fine-tuning seeds that are not degenerate; NaN when every seed is."""
+        return _mean([v for v in self.scores(target) if _finite(v)])
+
+    def degenerate(self) -> str:
+        """Why every fine-tuning seed is degenerate (reports/degenerate.py), or "" when one is not."""
+        reasons = [degenerate(m) for m in self.downstream]
+        return reasons[0] if reasons and all(reasons) else ""
 
 
 def rank_agreement(x: list[float], y: list[float]) -> tuple[float, float, float]:
@@ -101,7 +115,7 @@ def fidelity_rows(results: list[StudentResult], candidates=CANDIDATES, target: s
     (``seed_spread``), spread_rel (spread / range of the seed means across students).
     """
     # A degenerate classifier (one class, chance: reports/degenerate.py) has a score that ranks nothing: left out.
-    downstream = [math.nan if degenerate(r.downstream) else r.downstream.get(target, math.nan) for r in results]
+    downstream = [r.score(target) for r in results]
     rows = []
     for c in candidates:
         per_seed = [r.flash_values(c.name) for r in results]
@@ -128,6 +142,20 @@ def fidelity_rows(results: list[StudentResult], candidates=CANDIDATES, target: s
     return sorted(rows, key=lambda r: (best_first(r["tau_down"]), best_first(r["tau_reg"])))
 
 
+def downstream_ceiling(results: list[StudentResult], target: str = TARGET) -> tuple[float, float, int]:
+    """How well two fine-tuning seeds of the same students agree: the ceiling of any flash metric's τ against one
+    seed's score.
+
+    Returns:
+        (τ-b of fine-tuning seed 0's scores vs seed 1's, mean |seed i - seed j| of the score over students and seed
+        pairs in points, students with two or more non-degenerate seeds); NaN where fewer than 3 such students.
+    """
+    both = [v for v in ([x for x in r.scores(target) if _finite(x)] for r in results) if len(v) > 1]
+    if len(both) < 3:
+        return math.nan, math.nan, len(both)
+    return rank_agreement([v[0] for v in both], [v[1] for v in both])[0], seed_spread(both), len(both)
+
+
 def csv_rows(results: list[StudentResult], candidates=CANDIDATES) -> list[dict]:
     """Per student x seed: the flash values of every candidate, the regular values, the downstream score."""
     rows = []
@@ -136,7 +164,9 @@ def csv_rows(results: list[StudentResult], candidates=CANDIDATES) -> list[dict]:
             row = {"student": r.name, "seed": seed, "latency_p50_ms": measured_latency(m)}
             row.update({f"flash/{c.name}": m.get(c.name) for c in candidates})
             row.update({f"regular/{c.name}": r.regular.get(c.name) for c in candidates if not c.naive})
-            row.update({f"downstream/{k}": r.downstream.get(k) for k in ("val/score", "val/acc", "val/f1")})
+            row["downstream/val/score"] = r.score()  # the fine-tuning seeds' mean (degenerate ones left out)
+            for k, d in enumerate(r.downstream):
+                row.update({f"downstream/seed{k}/{m}": d.get(m) for m in ("val/score", "val/acc", "val/f1")})
             rows.append(row)
     return rows
 
@@ -151,16 +181,22 @@ def markdown(rows: list[dict], results: list[StudentResult], title: str) -> str:
           f(r["rho_reg"]), f(r["tau_reg_down"]), f(r["tau_seeds"]), f(r["spread"], ".3g"), f(r["spread_rel"])]
          for r in rows], left=2,
     )  # fmt: skip
-    students = sorted(results, key=lambda r: -r.downstream.get(TARGET, -math.inf))
+    students = sorted(results, key=lambda r: -r.score() if _finite(r.score()) else math.inf)
     student_table = markdown_table(
         ["student", "params (M)", "GFLOPs", "p50 (ms)*", "flash probe/acc", "flash val/mlm_acc", "regular val/mlm_acc",
          "downstream score"],
         [[s.name, f(s.flash[0].get("params", math.nan) / 1e6, ".1f"),
           f(s.flash[0].get("flops_per_seq@128", math.nan) / 1e9, ".2f"), f(measured_latency(s.flash[0])),
           f(_mean(s.flash_values("probe/acc")), ".3f"), f(_mean(s.flash_values("val/mlm_acc")), ".4f"),
-          f(s.regular.get("val/mlm_acc"), ".4f"), _score_cell(s.downstream)] for s in students],
+          f(s.regular.get("val/mlm_acc"), ".4f"), _score_cell(s)] for s in students],
     )  # fmt: skip
-    flagged = [s for s in students if degenerate(s.downstream)]
+    flagged = [s for s in students if s.degenerate()]
+    seeds = max((len(s.downstream) for s in students), default=1)
+    tau, spread, n = downstream_ceiling(results)
+    ceiling = [] if seeds < 2 else [
+        f"Fine-tuning seeds: {seeds}; the downstream score is their mean. Fine-tuning seed 0 vs seed 1 over {n} "
+        f"students: τ {number(tau, '.2f')}, score spread {number(spread, '.2f')} points. That τ is the ceiling for "
+        "any metric against one seed's score: ranks closer than the fine-tuning noise are a coin toss.", ""]
     return "\n".join([
         f"# {title}", "",
         f"{len(results)} students, {len(results[0].flash) if results else 0} flash seeds each. τ, ρ: Kendall τ-b and "
@@ -168,7 +204,7 @@ def markdown(rows: list[dict], results: list[StudentResult], title: str) -> str:
         "Flash values are seed means. Downstream = fine-tuning's dev score (mean of the task's metrics x 100). "
         "Seed spread: mean |seed0 − seed1|; / range: over the range of seed means across students. n: students in the "
         "downstream columns (degenerate fine-tuned classifiers, ⚠ below, are left out: their score ranks nothing); "
-        "τ vs regular and the seed columns use every student.", "",
+        "τ vs regular and the seed columns use every student.", "", *ceiling,
         *metric_table, "", "## Students", "", *student_table, "",
         "\\* measured latency (bs1 x 128) on the machine the study ran on; on a shared CPU only the spread of the "
         "students means anything.", *(["", f"{len(flagged)} of {len(students)} fine-tuned students are degenerate "
@@ -194,10 +230,11 @@ def plot(rows: list[dict], results: list[StudentResult], path: Path, top: int = 
     for ax, row in zip(axes, shown):
         for s in results:
             v = s.flash_values(row["metric"])
-            y = s.downstream.get(TARGET) if vs_down else s.regular.get(row["metric"])
+            bad = vs_down and bool(s.degenerate())
+            y = (s.downstream[0].get(TARGET) if bad else s.score()) if vs_down else s.regular.get(row["metric"])
             if not v or not _finite(y):
                 continue
-            m, bad = statistics.mean(v), vs_down and degenerate(s.downstream)
+            m = statistics.mean(v)
             ax.errorbar([m], [y], xerr=[[m - min(v)], [max(v) - m]], fmt="o", ms=4, capsize=3,
                         mfc="none" if bad else None, color="0.6" if bad else None)  # fmt: skip
             ax.annotate(s.name.removeprefix("Model_"), (m, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
@@ -221,9 +258,12 @@ def write_fidelity(out_dir: Path, results: list[StudentResult], title: str) -> t
     return text, rows
 
 
-def _score_cell(metrics: dict[str, float]) -> str:
-    why = degenerate(metrics)
-    return number(metrics.get(TARGET), ".1f") + (f" ⚠ {why}" if why else "")
+def _score_cell(student: StudentResult) -> str:
+    """The seed-mean score, each seed's in brackets when there are several, ⚠ when every seed is degenerate."""
+    if why := student.degenerate():
+        return number(student.downstream[0].get(TARGET), ".1f") + f" ⚠ {why}"
+    per_seed = ", ".join(number(v, ".1f") if _finite(v) else "⚠" for v in student.scores())
+    return number(student.score(), ".1f") + (f" ({per_seed})" if len(student.downstream) > 1 else "")
 
 
 def _finite(value) -> bool:

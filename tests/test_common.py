@@ -8,8 +8,16 @@ import math
 import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from recipes.common import build_logger, build_trainer, wandb_has_credentials, write_metrics
+from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import TrainerConfig
+from recipes.tracking import wandb_has_credentials
+
+
+def job(logger_cfg: dict | None):
+    """What build_logger reads of a run config: the logger, the recipe's name (W&B's job_type), the rest as config."""
+    from tests.test_wandb_runs import Job, Recipe
+
+    return Job(logger=logger_cfg, recipe=Recipe(name="flash_distill"), run_dir="unused", seed=0)
 
 
 @pytest.fixture
@@ -27,7 +35,7 @@ def test_wandb_logs_offline_without_an_api_key(no_wandb_key, tmp_path) -> None:
         "project": "distill-recipes-test",
         "offline": False,
     }
-    logger = build_logger(cfg, str(tmp_path))
+    logger = build_logger(job(cfg), str(tmp_path))
     assert isinstance(logger, WandbLogger)
     logger.log_metrics({"val/mlm_acc": 0.25}, step=1)
     logger.experiment.finish()
@@ -42,12 +50,12 @@ def test_wandb_key_in_environment_counts_as_credentials(monkeypatch) -> None:
 
 
 def test_csv_logger_goes_to_the_run_dir(tmp_path) -> None:
-    logger = build_logger({"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "csv"}, str(tmp_path))
+    logger = build_logger(job({"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "csv"}), str(tmp_path))
     assert isinstance(logger, CSVLogger)
     logger.log_metrics({"loss": 1.5}, step=0)
     logger.save()
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1].startswith("1.5")
-    assert build_logger(None, str(tmp_path)) is False
+    assert build_logger(job(None), str(tmp_path)) is False
 
 
 def test_write_metrics_is_flat_numbers(tmp_path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from reports.fidelity import (
     FlashMetric,
     StudentResult,
+    downstream_ceiling,
     fidelity_rows,
     rank_agreement,
     seed_spread,
@@ -54,7 +55,7 @@ def fabricated(n: int = 5) -> list[StudentResult]:
         flash = [{"acc": 0.5 + i / 10 + d, "loss": 2.0 - i / 10 + d / 10, "noise": noise[i], "params": 1e6 * (n - i)}
                  for d in (0.0, 0.1)]  # fmt: skip
         results.append(StudentResult(f"s{i}", flash, {"acc": 0.6 + i / 10, "loss": 1.0 - i / 10},
-                                     {"val/score": 60.0 + i}))  # fmt: skip
+                                     [{"val/score": 60.0 + i}]))  # fmt: skip
     return results
 
 
@@ -83,12 +84,39 @@ def test_degenerate_downstream_scores_are_left_out() -> None:
     """A fine-tuned classifier that predicts one class for every row (acc 0.489, F1 = 2a / (1 + a)) scores a number
     that ranks nothing: the downstream columns leave it out (n), the regular columns keep it."""
     results = fabricated()
-    results[4].downstream = {"val/score": 0.0, "val/acc": 0.489, "val/f1": 2 * 0.489 / 1.489}  # best flash, worst score
+    results[4].downstream = [{"val/score": 0.0, "val/acc": 0.489, "val/f1": 2 * 0.489 / 1.489}]  # best flash, worst
     rows = {r["metric"]: r for r in fidelity_rows(results, CANDIDATES)}
     assert rows["acc"]["n_down"] == 4 and rows["acc"]["tau_down"] == pytest.approx(1.0)
     assert rows["acc"]["tau_reg"] == pytest.approx(1.0)
     text, _ = write_fidelity_text(results)
     assert "⚠ one class" in text and "1 of 5 fine-tuned students are degenerate" in text
+
+
+ONE_CLASS = {"val/score": 0.0, "val/acc": 0.489, "val/f1": 2 * 0.489 / 1.489}
+
+
+def test_fine_tuning_seeds_average_and_give_the_ceiling() -> None:
+    """With several fine-tuning seeds the downstream score is the mean of the non-degenerate seeds; a student is
+    degenerate only when every seed is; the seed-to-seed τ and spread are hand-checkable."""
+    results = fabricated()
+    # seed 1 puts student 1 below student 0 (59.5 < 61; seed 0: 61 > 60) and is 1 point up elsewhere
+    for r, other in zip(results, [61.0, 59.5, 63.0, 64.0, 65.0]):
+        r.downstream.append({"val/score": other})
+    results[2].downstream.append(ONE_CLASS)  # a third, degenerate seed: left out of the mean
+    assert results[0].score() == pytest.approx(60.5) and results[2].score() == pytest.approx(62.5)
+    assert results[2].scores()[2] != results[2].scores()[2] and results[2].degenerate() == ""
+    tau, spread, n = downstream_ceiling(results)
+    # seed 0 (60..64) vs seed 1 (61, 59.5, 63, 64, 65): 9 of 10 pairs concordant -> tau 0.8
+    assert n == 5 and tau == pytest.approx(0.8) and spread == pytest.approx((1 + 1.5 + 1 + 1 + 1) / 5)
+    results[4].downstream = [ONE_CLASS, ONE_CLASS]
+    assert results[4].degenerate() and math.isnan(results[4].score())
+    rows = {r["metric"]: r for r in fidelity_rows(results, CANDIDATES)}
+    assert rows["acc"]["n_down"] == 4
+    # seed means 60.5, 60.25, 62.5, 63.5: students 0 and 1 swap -> 5 of 6 pairs concordant
+    assert rows["acc"]["tau_down"] == pytest.approx(4 / 6)
+    text, _ = write_fidelity_text(results)
+    assert "Fine-tuning seeds: 3" in text and "over 4 students: τ 0.67, score spread 1.12 points" in text
+    assert "62.5 (62.0, 63.0, ⚠)" in text
 
 
 def write_fidelity_text(results: list[StudentResult]) -> tuple[str, list[dict]]:
@@ -136,7 +164,8 @@ def test_study_quick_end_to_end(tiny_teacher_dir, pairs_corpus, sentiment_tsv, t
     assert "probe:" in proc.stdout and "s per flash trial" in proc.stdout
     # another fine-tuning budget reuses every flash and regular run; other distillation settings are refused
     before = (out / "regular" / "Model_128_64_1_384_2x2" / "metrics.json").stat().st_mtime
-    again = quick_study(out, tiny_teacher_dir, pairs_corpus, sentiment_tsv, "recipe.downstream.max_steps=12")
+    again = quick_study(out, tiny_teacher_dir, pairs_corpus, sentiment_tsv, "recipe.downstream.max_steps=12",
+                        "--finetune-seeds", "2")  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "regular" / "Model_128_64_1_384_2x2" / "metrics.json").stat().st_mtime == before
     budgets = sorted(p.name for p in (out / "finetune").iterdir() if not p.name.startswith("teacher-"))
@@ -146,6 +175,8 @@ def test_study_quick_end_to_end(tiny_teacher_dir, pairs_corpus, sentiment_tsv, t
     assert json.loads((teacher / "metrics.json").read_text())["steps"] == 10
     student = json.loads(next((out / "finetune").glob("12steps-*/Model_128_64_1_384_2x2/metrics.json")).read_text())
     assert student["task_kd/gamma"] == 0.5 and student["steps"] == 12
-    assert "fine-tuning 12 steps" in (out / "fidelity.md").read_text()
+    seed1 = json.loads(next((out / "finetune").glob("12steps-*/Model_128_64_1_384_2x2-seed1/metrics.json")).read_text())
+    assert seed1["steps"] == 12  # a second fine-tuning seed, in its own dir
+    assert "fine-tuning 12 steps" in (text := (out / "fidelity.md").read_text()) and "Fine-tuning seeds: 2" in text
     other = quick_study(out, tiny_teacher_dir, pairs_corpus, sentiment_tsv, "recipe.regular_steps=60")
     assert other.returncode != 0 and "pick another --out" in other.stderr

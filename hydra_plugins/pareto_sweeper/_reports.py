@@ -311,6 +311,8 @@ def log_to_wandb(result: SearchResult, cfg: SearchConfig, logger_cfg: Any, mode:
         dir=str(result.sweep_dir),
         mode=mode,
         job_type="search",
+        group=logger_cfg.get("group") or str(result.sweep_dir),  # beside the trials' own runs (one per job)
+        tags=list(logger_cfg.get("tags") or []) or None,
         config={"optimizer": cfg.optimizer, "budget": cfg.budget, "objectives": [o.name for o in cfg.objectives]},
     )
     for n, rec in enumerate(r for r in result.records if r.kind == "trial"):
