@@ -63,7 +63,9 @@ def summary_metrics(
     trials = [r for r in result.records if r.kind == "trial"]
     out = {
         "search/trials": len(trials),
-        "search/ok": sum(r.status == "ok" for r in trials),
+        "search/ok": sum(r.status == "ok" and r.feasible for r in trials),
+        # trained, then a constraint failed on the trained student's own metrics (e.g. timed slower after training)
+        "search/trained_infeasible": sum(r.status == "ok" and not r.feasible for r in trials),
         "search/failed": sum(r.status == "failed" for r in trials),
         "search/infeasible": sum(r.status == "infeasible" for r in trials),
         "search/unmeasured": sum(r.status == "unmeasured" for r in trials),
@@ -218,7 +220,9 @@ def write_report(
         *target_lines(*rows_from(candidates, teacher)),
         "",
         f"Search: {metrics['search/trials']:.0f} trials ({metrics['search/ok']:.0f} ok, {metrics['search/failed']:.0f} failed, "
-        f"{metrics['search/infeasible']:.0f} infeasible, not trained, {metrics['search/unmeasured']:.0f} unmeasured: "
+        + (f"{n:.0f} trained and then infeasible (a constraint missed by the trained student), "
+           if (n := metrics.get("search/trained_infeasible", 0)) else "")
+        + f"{metrics['search/infeasible']:.0f} infeasible, not trained, {metrics['search/unmeasured']:.0f} unmeasured: "
         f"latency timed on a busy CPU, not told to the optimiser) with `{s.optimizer}`; objectives "
         + ", ".join(f"{o.direction} `{o.name}`" for o in s.objectives)
         + (

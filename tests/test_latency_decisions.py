@@ -60,6 +60,17 @@ def test_autodistill_report_flags_contended_latency_of_students_baseline_and_tea
     assert metrics["trial_0/latency/p50_ms"] == 0.33 and metrics["search/unmeasured"] == 1
 
 
+def test_a_trial_that_misses_a_constraint_after_training_is_not_counted_ok() -> None:
+    """Trained (status ok) but timed slower than the bound after training (feasible false): its own count and
+    sentence in the report, never "ok"."""
+    import dataclasses
+
+    late = dataclasses.replace(record(2, "ok"), feasible=False, error="violates {'latency/p50_ms': 9.8}")
+    result = SearchResult([record(0, "ok"), record(1, "infeasible"), late], [], None, 0.0, Path("."))
+    metrics = summary_metrics(result, [], {}, {"regular": float("nan"), "downstream": float("nan")}, 1.0)
+    assert metrics["search/ok"] == 1 and metrics["search/trained_infeasible"] == 1 and metrics["search/infeasible"] == 1
+
+
 
 def test_sweep_tables_never_show_or_use_a_contended_latency() -> None:
     """The fine-tuning and AdaBERT tables read latency through one rule: a contended reading is shown as
