@@ -170,7 +170,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     hydra_cfg = HydraConfig.get()
     run_cfg = to_run_config(cfg, hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:  # W&B: every job of the sweep in one group, one run each
-        run_cfg.logger = with_group(run_cfg.logger, hydra_cfg.sweep.dir)
+        run_cfg.logger = with_group(run_cfg.logger, str(Path(hydra_cfg.sweep.dir)))  # as the sweeper names it
     module = RECIPES[cfg.recipe.name].load_module()
     quiet_libraries()  # after the recipe's imports: Lightning sets its log levels when imported
     log.info("recipe %s -> %s", cfg.recipe.name, run_cfg.run_dir)
