@@ -37,22 +37,24 @@ class RecipeEntry:
     """One row of the recipe table: where the recipe's code and its Hydra schema live.
 
     Attributes:
-        module: dotted module with ``run(cfg: RunConfig) -> dict[str, float]``, imported only when needed.
-        schema: name of the dataclass in ``module`` that conf/recipe/<name>.yaml is validated against.
+        module: dotted module with ``run(cfg: RunConfig) -> dict[str, float]``, imported only when the recipe runs.
+        schema: name of the dataclass in ``schema_module`` that conf/recipe/<name>.yaml is validated against.
         about: one line for a reader of this table.
     """
 
     module: str
     schema: str
     about: str = ""
+    schema_module: str = "recipes.schemas"
 
     def load_module(self) -> ModuleType:
         """Import the recipe's module (its imports load now, not when run.py is imported)."""
         return importlib.import_module(self.module)
 
     def load_schema(self) -> type:
-        """The recipe's config dataclass. Raises AttributeError if the module lacks it (a stale table)."""
-        return getattr(self.load_module(), self.schema)
+        """The recipe's config dataclass, from ``schema_module`` (import-light: composing a config, ``--help`` and
+        shell completion never load torch). Raises AttributeError if the module lacks it (a stale table)."""
+        return getattr(importlib.import_module(self.schema_module), self.schema)
 
 
 # name -> entry. Add a recipe here and in conf/recipe/.

@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.assets import file_fingerprint, resolve_path, tokenizer_identity
 from core.files import torch_save_atomic
+from datamodules.task_config import check_loader_fields  # noqa: F401  (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,6 @@ _NOT_IN_CACHE_KEY = frozenset(
         "cache_dir",
     }
 )
-
-
-def check_loader_fields(cfg: Any) -> None:
-    """The loader settings every task config shares (``task.batch_size``, ``task.eval_batch_size``,
-    ``task.num_workers``, ``task.max_examples``), checked when the config is read.
-
-    Raises:
-        ValueError: naming the field and the allowed range.
-    """
-    for name in ("batch_size", "eval_batch_size"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"task.{name}: must be > 0, got {getattr(cfg, name)}")
-    if cfg.num_workers < 0:
-        raise ValueError(f"task.num_workers: must be >= 0, got {cfg.num_workers}")
-    if cfg.max_examples is not None and cfg.max_examples < 1:
-        raise ValueError(f"task.max_examples: must be >= 1, or null for no cap, got {cfg.max_examples}")
 
 
 def cache_key(cfg: Any, sources: dict[str, str], tokenizer: PreTrainedTokenizerBase, version: int) -> str:

@@ -1,18 +1,37 @@
-"""The ``task`` config group's schema for classification / regression tasks (``conf/task/*.yaml``):
-which data, how it is read and split, and the checks that run when the config is read (before any file
-is opened or model built). The data module that uses it: ``datamodules.classification``.
+"""The ``task`` config group's schemas: classification / regression tasks (``conf/task/*.yaml``, data module
+``datamodules.classification``) and question answering (``task=squad``, ``QATaskConfig``, data module
+``datamodules.squad``): which data, how it is read and split, and the checks that run when the config is read
+(before any file is opened or model built). Importable without torch: ``python run.py --help`` and shell
+completion compose the config with these.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING
 
 from datamodules.glue import GLUE_TASKS
-from datamodules.task_cache import check_loader_fields
 from datamodules.task_files import FORMATS, infer_format
+
+
+def check_loader_fields(cfg: Any) -> None:
+    """The loader settings every task config shares (``task.batch_size``, ``task.eval_batch_size``,
+    ``task.num_workers``, ``task.max_examples``), checked when the config is read.
+
+    Raises:
+        ValueError: naming the field and the allowed range.
+    """
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"task.{name}: must be > 0, got {getattr(cfg, name)}")
+    if cfg.num_workers < 0:
+        raise ValueError(f"task.num_workers: must be >= 0, got {cfg.num_workers}")
+    if cfg.max_examples is not None and cfg.max_examples < 1:
+        raise ValueError(f"task.max_examples: must be >= 1, or null for no cap, got {cfg.max_examples}")
 
 
 @dataclass
@@ -136,3 +155,61 @@ class TaskDataConfig:
             raise ValueError(
                 f"task.split: train and validation fractions must be > 0 and test >= 0, got {fractions}"
             )
+
+
+@dataclass
+class QATaskConfig:
+    """Schema of a question-answering ``task`` (``task=squad``, or a local file in SQuAD's layout)."""
+
+    name: str = MISSING  # display name, e.g. "squad"
+    source: str = "squad"  # "squad" (datasets.load_dataset("squad")) or "local" (the files below)
+    train_path: str | None = None  # local: SQuAD v1.1 JSON (.json) or flat JSONL (.jsonl)
+    validation_path: str | None = None
+    max_seq_len: int = 384  # question + context window, special tokens included (BERT's SQuAD setting)
+    doc_stride: int = 128  # tokens that consecutive windows share (Hugging Face's `stride`)
+    max_query_len: int = 64  # longer questions are cut to this many tokens
+    max_answer_len: int = 30  # the longest span (tokens) post-processing may answer
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    max_examples: int | None = None  # cap on questions per split (seeded subset), for demo scale
+    split_seed: int = 0
+    cache_dir: str = "~/.cache/distill-recipes/tasks"
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name == MISSING:
+            raise ValueError("task.name: required; set a display name such as 'squad'")
+        if self.source == "squad":
+            for name in ("train_path", "validation_path"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"task.{name}: not used when source=squad; remove it or set source=local"
+                    )
+        elif self.source == "local":
+            for name in ("train_path", "validation_path"):
+                value = getattr(self, name)
+                if value is None:
+                    raise ValueError(f"task.{name}: required when task.source=local (a .json or .jsonl file)")
+                if Path(value).suffix.lower() not in (".json", ".jsonl"):
+                    raise ValueError(
+                        f"task.{name}: {value!r} must be SQuAD v1.1 JSON (.json) or flat JSONL (.jsonl)"
+                    )
+        else:
+            raise ValueError(f"task.source: must be 'squad' or 'local' for a QA task, got {self.source!r}")
+        if self.max_query_len < 1:
+            raise ValueError(f"task.max_query_len: must be >= 1, got {self.max_query_len}")
+        # [CLS] question [SEP] context [SEP]: a window must hold the longest question and some context.
+        if self.max_seq_len < self.max_query_len + 3 + 8:
+            raise ValueError(
+                f"task.max_seq_len: must be >= task.max_query_len + 11 = {self.max_query_len + 11} "
+                f"(special tokens and at least 8 context tokens), got {self.max_seq_len}"
+            )
+        context_room = self.max_seq_len - self.max_query_len - 3
+        if not 0 <= self.doc_stride < context_room:
+            raise ValueError(
+                f"task.doc_stride: the overlap between windows must be in [0, {context_room}) "
+                f"(max_seq_len - max_query_len - 3), got {self.doc_stride}"
+            )
+        if self.max_answer_len < 1:
+            raise ValueError(f"task.max_answer_len: must be >= 1, got {self.max_answer_len}")
+        check_loader_fields(self)

@@ -10,7 +10,6 @@ block's width to the teacher's wherever they differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import lightning as L
@@ -19,23 +18,12 @@ from torch import nn
 
 from core.dtypes import DTYPES
 from core.seeding import mix_seed
+from modules.distillation_config import LossWeights  # noqa: F401  (public here too)
 from modules.losses import attention_transfer_loss, feature_map_loss, pretraining_distillation_loss
 from modules.progressive import PRETRAINING, Stage, stage_at
 from modules.student import StudentForPreTraining
 from modules.teacher import Teacher
 from modules.teacher_cache import TeacherCache, lean_targets, pack, unpack
-
-
-@dataclass
-class LossWeights:
-    """Weights of the distillation losses (AutoDistill §3.3): per block stage ``attention·L_MHA + feature·L_FM``;
-    in pre-training ``L_D`` (α, temperature of its MLM-KD term) plus ``layerwise_in_pretraining`` x the layer terms."""
-
-    attention: float = 1.0  # L_MHA
-    feature: float = 1.0  # L_FM
-    alpha: float = 0.5  # α in L_D; effectively 1 without teacher MLM logits
-    temperature: float = 1.0
-    layerwise_in_pretraining: float = 0.0  # the paper trains L_D alone after the progressive stages
 
 
 def build_projections(student: StudentForPreTraining, teacher_width: int) -> nn.ModuleList:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from modules.distillation_config import LAYER_MAPS  # noqa: F401  (public here too)
+
 EPS = 1e-12
-LAYER_MAPS = ("uniform", "last", "explicit")
 
 
 def match_heads(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,48 +38,10 @@ from transformers import PreTrainedTokenizerBase
 
 from datamodules.classification import ClassificationDataModule
 from datamodules.task_config import TaskDataConfig
+from modules.distillation_config import POOLS, ProbeConfig  # noqa: F401  (public here too)
 from modules.finetuning import build_metrics, metric_names, task_score
 
 log = logging.getLogger(__name__)
-
-POOLS = ("mean", "cls")
-
-
-@dataclass
-class ProbeConfig:
-    """``recipe.probe``: a linear probe on the ``task`` group's data after distillation, on when
-    ``max_train_examples`` > 0 (``python run.py recipe=flash_distill recipe.probe.max_train_examples=2000``).
-
-    Off is 0 rather than a null ``recipe.probe``: Hydra cannot set a field inside a null node from the command line
-    (``recipe.probe.pool=cls`` on a null ``recipe.probe`` fails), so the node always exists. A cap above the split's
-    size takes every row.
-    ``pool: mean`` (default) averages the last block's states over the real tokens: MLM and the layer-wise losses
-    train every position, while the [CLS] state (``cls``) is trained only through the NSP head, which a short
-    flash run barely moves; the offline MiniLM teacher is itself a mean-pooled sentence encoder.
-    ``seed`` picks the train subset, the same for every student, so a ranking compares students, not subsets.
-    """
-
-    max_train_examples: int = 0  # rows of a seeded subset of the train split; 0: no probe
-    pool: str = "mean"  # mean | cls
-    l2: float = 1.0  # L2 strength on standardised features (scikit-learn's C = 1 / l2)
-    max_iter: int = 1000  # L-BFGS iterations (converges in tens to a few hundred here)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_train_examples < 0 or self.max_train_examples == 1:
-            raise ValueError(
-                f"recipe.probe.max_train_examples must be 0 (no probe) or >= 2, got {self.max_train_examples}"
-            )
-        if self.pool not in POOLS:
-            raise ValueError(f"recipe.probe.pool must be one of {POOLS}, got {self.pool!r}")
-        if self.l2 <= 0:
-            raise ValueError(f"recipe.probe.l2 must be > 0, got {self.l2}")
-        if self.max_iter < 1:
-            raise ValueError(f"recipe.probe.max_iter must be >= 1, got {self.max_iter}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_train_examples > 0
 
 
 def check_probe_task(task: object, max_positions: int) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from omegaconf import MISSING
-from transformers.activations import ACT2FN
 
 BLOCK_FACTORS = ("hidden_size", "bottleneck_size", "num_heads", "intermediate_size", "num_ffn")
 RESAMPLE_METHODS = ("interpolate", "pca")  # how the teacher's embeddings reach the student width
@@ -112,6 +111,10 @@ class StudentSpec:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"student.{name} must be in [0, 1), got {getattr(self, name)}")
+        from transformers.activations import (
+            ACT2FN,  # here: run.py --help composes with this schema, without torch
+        )
+
         if self.hidden_act not in ACT2FN:
             raise ValueError(
                 f"student.hidden_act={self.hidden_act!r} is unknown; use e.g. gelu, relu, gelu_new"

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,32 +22,10 @@ import torch
 from core.assets import resolve_path
 from core.dtypes import DTYPES
 from core.files import torch_save_atomic
+from modules.distillation_config import MODES, TeacherCacheConfig  # noqa: F401  (public here too)
 from modules.teacher import Teacher, TeacherOutput
 
 log = logging.getLogger(__name__)
-
-MODES = ("disabled", "memory", "disk")
-
-
-
-@dataclass
-class TeacherCacheConfig:
-    """``recipe.teacher_cache``: mode (disabled | memory | disk), directory (disk), size bound in GB, storage dtype."""
-
-    mode: str = "disabled"  # disabled | memory | disk
-    dir: str = "~/.cache/distill-recipes/teacher"
-    max_gb: float = 4.0
-    dtype: str = "float16"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"recipe.teacher_cache.mode must be one of {MODES}, got {self.mode!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(
-                f"recipe.teacher_cache.dtype must be one of {list(DTYPES)}, got {self.dtype!r}"
-            )
-        if self.max_gb <= 0:
-            raise ValueError(f"recipe.teacher_cache.max_gb must be > 0, got {self.max_gb}")
 
 
 def teacher_fingerprint(teacher: Teacher) -> str:

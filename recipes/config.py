@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +17,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import MISSING
 
-from callbacks.latency import LatencyConfig
-from datamodules.pretraining import PretrainingDataConfig
-from datamodules.squad import QATaskConfig
-from datamodules.task_config import TaskDataConfig
+from callbacks.latency_config import LatencyConfig
+from datamodules.pretraining_config import PretrainingDataConfig
+from datamodules.task_config import QATaskConfig, TaskDataConfig
 from modules.student_spec import StudentSpec
-from modules.teacher import TeacherConfig
+from modules.teacher_config import TeacherConfig
 from search.config import StudentSearchConfig as SearchConfig
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
@@ -68,6 +68,10 @@ _OPTIMIZER_RANGES = {
 }
 
 
+# True while register_configs stores the schemas (their default_factory instances are built then).
+_REGISTERING: ContextVar[bool] = ContextVar("registering_schemas", default=False)
+
+
 def check_optimizer(optimizer: Any, key: str) -> None:
     """An optimizer config (``{_target_: <class>, _partial_: true, lr: ..., ...}``) that the optimizer will
     accept when it is built: checked when the config is read, not after the teacher and data have loaded.
@@ -80,6 +84,10 @@ def check_optimizer(optimizer: Any, key: str) -> None:
     """
     if not isinstance(optimizer, Mapping) or not optimizer.get("_target_"):
         raise ValueError(f"{key}: give {{_target_: <optimizer class>, _partial_: true, lr: ...}}, got {optimizer!r}")
+    if _REGISTERING.get():
+        # The schemas' own defaults, built while register_configs stores them: checking them would import torch
+        # for `run.py --help` and every shell-completion TAB. A composed config is checked in full (to_object).
+        return
     try:
         target = get_method(optimizer["_target_"])
     except Exception as err:  # hydra raises ImportError or its own error: either way unusable
@@ -200,6 +208,14 @@ def register_configs(recipe_schemas: dict[str, type]) -> None:
         recipe_schemas: recipe name -> its config dataclass, stored as ``recipe_<name>_schema`` (what
             conf/recipe/<name>.yaml's defaults list names). Every other group's schema is stored too.
     """
+    token = _REGISTERING.set(True)
+    try:
+        _store(recipe_schemas)
+    finally:
+        _REGISTERING.reset(token)
+
+
+def _store(recipe_schemas: dict[str, type]) -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="student_schema", node=StudentSpec)

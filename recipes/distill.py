@@ -17,9 +17,8 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
@@ -31,92 +30,22 @@ from callbacks.latency import measure_latency
 from callbacks.progress import StepProgressBar
 from callbacks.progressive import ProgressiveTransfer
 from datamodules.pretraining import PretrainingDataModule
-from modules.distillation import DistillationModule, LossWeights
+from modules.distillation import DistillationModule
 from modules.embedding_init import init_embeddings_from_teacher
-from modules.losses import LAYER_MAPS, layer_map
+from modules.losses import layer_map
 from modules.mlm_head import attach_fitted_mlm_head
-from modules.probe import ProbeConfig, check_probe_task, linear_probe
+from modules.probe import check_probe_task, linear_probe
 from modules.progressive import progressive_schedule
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, check_positions, load_teacher, read_teacher_config
-from modules.teacher_cache import TeacherCache, TeacherCacheConfig, teacher_fingerprint
+from modules.teacher_cache import TeacherCache, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
-from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
+from recipes.config import RunConfig
+from recipes.schemas import BUDGETS, DistillConfig  # noqa: F401  (public here too)
 from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
-
-BUDGETS = ("flash", "regular")
-
-
-@dataclass
-class DistillConfig:
-    """Hydra schema of recipe=flash_distill / recipe=regular_distill."""
-
-    name: str = "flash_distill"
-    budget: str = "flash"  # flash | regular
-    regular_steps: int = 4000  # optimizer steps of a regular run (progressive + pre-training)
-    flash_fraction: float = 0.05  # flash = 5% of regular (paper: 37k of 740k)
-    progressive_ratio: float = 0.48  # progressive : pre-training steps (paper: 12k : 25k)
-    layer_map: str = "uniform"  # uniform | last | explicit
-    layer_map_list: list[int] | None = None
-    losses: LossWeights = field(default_factory=LossWeights)
-    mlm_kd_topk: int | None = None  # distil the teacher's top-k MLM distribution (smaller cache)
-    optimizer: Any = field(
-        default_factory=lambda: {
-            "_target_": "torch.optim.AdamW",
-            "_partial_": True,
-            "lr": 5e-4,
-            "weight_decay": 0.01,
-            "foreach": True,  # multi-tensor update: the per-tensor loop is ~10% of a CPU step
-        }
-    )
-    warmup_fraction: float = 0.02  # of each stage (paper: 500 of 25k pre-training steps)
-    val_every_n_steps: int | None = None  # null: validate once, at the end
-    validate_before_training: bool = False  # also validate the fresh student (val_start/* metrics)
-    checkpoint_every_n_steps: int = 100
-    resume: bool = True  # continue from <run dir>/checkpoints/last.ckpt when it exists
-    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
-    save_student: bool = True
-    measure_latency: bool = (
-        True  # latency/* in metrics.json: a fresh build of this architecture on latency.device
-    )
-    # A linear probe of the trained encoder on the task group's data (probe/acc, ...: modules/probe.py); off by default.
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-
-    def __post_init__(self) -> None:
-        if self.budget not in BUDGETS:
-            raise ValueError(f"recipe.budget must be one of {BUDGETS}, got {self.budget!r}")
-        if self.regular_steps <= 0:
-            raise ValueError(f"recipe.regular_steps must be positive, got {self.regular_steps}")
-        if not 0 < self.flash_fraction <= 1:
-            raise ValueError(f"recipe.flash_fraction must be in (0, 1], got {self.flash_fraction}")
-        if self.progressive_ratio < 0:
-            raise ValueError(f"recipe.progressive_ratio must be >= 0, got {self.progressive_ratio}")
-        if self.layer_map not in LAYER_MAPS:
-            raise ValueError(f"recipe.layer_map must be one of {LAYER_MAPS}, got {self.layer_map!r}")
-        if not 0 <= self.losses.alpha <= 1:
-            raise ValueError(f"recipe.losses.alpha must be in [0, 1], got {self.losses.alpha}")
-        if self.losses.temperature <= 0:
-            raise ValueError(f"recipe.losses.temperature must be > 0, got {self.losses.temperature}")
-        if self.mlm_kd_topk is not None and self.mlm_kd_topk < 1:
-            raise ValueError(f"recipe.mlm_kd_topk must be >= 1 or null, got {self.mlm_kd_topk}")
-        check_warmup_fraction(self.warmup_fraction, "recipe.warmup_fraction")
-        check_optimizer(self.optimizer, "recipe.optimizer")
-        if self.val_every_n_steps is not None and self.val_every_n_steps < 1:
-            raise ValueError(f"recipe.val_every_n_steps must be >= 1 or null, got {self.val_every_n_steps}")
-        if self.checkpoint_every_n_steps < 1:
-            raise ValueError(
-                f"recipe.checkpoint_every_n_steps must be > 0 (last.ckpt is what a crashed run resumes from), "
-                f"got {self.checkpoint_every_n_steps}"
-            )
-
-    @property
-    def total_steps(self) -> int:
-        if self.budget == "regular":
-            return self.regular_steps
-        return max(1, round(self.regular_steps * self.flash_fraction))
 
 
 def check_compatible(cfg: RunConfig) -> None:

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -37,7 +36,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-import modules  # noqa: F401  (registers the student with the Auto classes)
+import modules.auto  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from callbacks.progress import StepProgressBar
 from core.assets import is_local_path, resolve_path
@@ -53,63 +52,13 @@ from modules.qa import write_predictions as write_qa_predictions
 from modules.teacher import check_positions
 from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
-from recipes.config import RunConfig, check_optimizer, check_warmup_fraction
+from recipes.config import RunConfig
+from recipes.schemas import FinetuneConfig, TaskKDConfig  # noqa: F401  (public here too)
 from recipes.task_kd import check_kd_teacher, load_kd_teacher, require_head  # noqa: F401  (public here too)
 from recipes.tracking import tracked
 from reports.predictions import write_predictions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskKDConfig:
-    """Task-specific distillation from a fine-tuned teacher (TinyBERT's second stage): (1-γ)·CE + γ·KD."""
-
-    teacher: str | None = None  # a fine-tuned classifier dir (e.g. <finetune run dir>/model); null: no KD
-    gamma: float = 0.5
-    temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"recipe.task_kd.gamma must be in [0, 1], got {self.gamma}")
-        if self.temperature <= 0:
-            raise ValueError(f"recipe.task_kd.temperature must be > 0, got {self.temperature}")
-
-
-@dataclass
-class FinetuneConfig:
-    """Hydra schema of recipe=finetune."""
-
-    # Where this schema sits in the run config, for error messages (a subclass nests it elsewhere, e.g.
-    # recipe=adabert's recipe.teacher_finetune). A ClassVar: not a config key.
-    key: ClassVar[str] = "recipe"
-
-    name: str = "finetune"
-    # teacher (the teacher group's model) | a local dir (a distilled student: <run dir>/student) | a hub id
-    model: str = "teacher"
-    optimizer: Any = field(
-        default_factory=lambda: {
-            "_target_": "torch.optim.AdamW",
-            "_partial_": True,
-            "lr": 5e-5,
-            "weight_decay": 0.01,
-            "fused": True,  # one kernel per update instead of a loop over tensors (benchmarks/finetune_speed.py)
-        }
-    )
-    epochs: int = 3
-    max_steps: int | None = None  # cap on optimizer steps (demo scale); null: epochs decide
-    warmup_fraction: float = 0.1
-    task_kd: TaskKDConfig = field(default_factory=TaskKDConfig)
-    save_model: bool = True
-    measure_latency: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"{self.key}.epochs must be >= 1, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"{self.key}.max_steps must be >= 1 or null, got {self.max_steps}")
-        check_warmup_fraction(self.warmup_fraction, f"{self.key}.warmup_fraction")
-        check_optimizer(self.optimizer, f"{self.key}.optimizer")
 
 
 def model_path(cfg: RunConfig) -> str:

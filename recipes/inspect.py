@@ -29,22 +29,10 @@ from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.schemas import InspectConfig  # noqa: F401  (public here too)
 from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InspectConfig:
-    """Hydra schema of recipe=inspect."""
-
-    name: str = "inspect"
-    num_batches: int = 2  # held-out batches pushed through teacher and student
-    save_student: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_batches < 1:
-            raise ValueError(f"recipe.num_batches must be >= 1, got {self.num_batches}")
 
 
 @dataclass

@@ -19,7 +19,6 @@ import io
 import itertools
 import logging
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import Progress
@@ -32,34 +31,12 @@ from modules.student_costs import flops, num_parameters
 from modules.student_spec import BlockSpec, StudentSpec
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.schemas import SPACES, LatencyRecipeConfig  # noqa: F401  (public here too)
 from recipes.tracking import tracked
 from reports.latency import plot_latency_vs_params
 from search.space import TABLE1  # AutoDistill Table 1: 576 blocks
 
 log = logging.getLogger(__name__)
-
-SPACES = ("student", "list", "table1")
-
-
-@dataclass
-class LatencyRecipeConfig:
-    """Hydra schema of recipe=latency."""
-
-    name: str = "latency"
-    space: str = "student"  # student (the configured student) | list (recipe.models) | table1
-    models: list[str] = field(default_factory=list)  # paper names, stacked student.num_blocks times
-    sample: int | None = 50  # table1: how many blocks to sample; null = all 576
-    sample_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.space not in SPACES:
-            raise ValueError(f"recipe.space must be one of {SPACES}, got {self.space!r}")
-        if self.space == "list" and not self.models:
-            raise ValueError("recipe.space=list needs recipe.models, e.g. '[Model_512_128_4_512_4]'")
-        for name in self.models:
-            BlockSpec.from_name(name)  # fails here, naming the bad entry, before anything is measured
-        if self.sample is not None and self.sample < 1:
-            raise ValueError(f"recipe.sample must be >= 1 or null (all), got {self.sample}")
 
 
 def table1_blocks(sample: int | None, seed: int) -> list[BlockSpec]:

@@ -342,9 +342,9 @@ def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sen
     assert not (tmp_path / "run" / "teacher").exists()
 
 
-def test_saved_child_loads_after_only_import_modules(tmp_path) -> None:
+def test_saved_child_loads_after_only_import_modules_auto(tmp_path) -> None:
     """A derived child saved by the recipe loads through the Auto classes in a fresh interpreter that imported
-    nothing of the project but ``modules`` (the registration is not a side effect of some other import)."""
+    nothing of the project but ``modules.auto`` (the registration is not a side effect of some other import)."""
     import subprocess
     import sys
 
@@ -357,7 +357,7 @@ def test_saved_child_loads_after_only_import_modules(tmp_path) -> None:
     torch.save({"ids": ids, "logits": child(input_ids=ids).logits.detach()}, tmp_path / "expected.pt")
     script = f"""
 import sys, torch
-import modules
+import modules.auto
 from transformers import AutoModelForSequenceClassification
 assert not any(m.startswith(("recipes", "callbacks", "tests")) for m in sys.modules)
 model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "child")!r}).eval()

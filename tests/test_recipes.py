@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForPreTraining, BertForPreTraining
 
-import modules  # noqa: F401
+import modules.auto  # noqa: F401
 from modules.student import StudentForPreTraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,16 +65,46 @@ print(sorted(m for m in sys.modules if m.startswith(("recipes.", "reports."))))
 """
 
 
-def test_run_py_imports_only_the_selected_recipe() -> None:
-    """Another recipe's imports (and any import-time side effect) never reach this run."""
+def test_run_py_composes_without_importing_any_recipe() -> None:
+    """Composing a config imports the schemas (recipes/schemas.py), no recipe module: another recipe's imports (and
+    any import-time side effect) never reach a run, which imports its own recipe module only in main()."""
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORTED_BY_RUN_PY, "recipe=inspect", "--cfg", "job"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = eval(proc.stdout.strip().splitlines()[-1])
-    assert "recipes.inspect" in imported
-    assert not {"recipes.distill", "recipes.latency", "recipes.adabert", "recipes.autodistill"} & set(imported)
+    assert "recipes.schemas" in imported
+    assert not {"recipes.inspect", "recipes.distill", "recipes.latency", "recipes.adabert", "recipes.autodistill",
+                "recipes.finetune"} & set(imported)  # fmt: skip
+
+
+_HEAVY_AFTER_RUN_PY = """
+import runpy, sys
+sys.argv = ["run.py", *sys.argv[1:]]
+try:
+    runpy.run_path("run.py", run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in ("torch", "lightning", "transformers", "scipy", "matplotlib", "sklearn") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv, comp_line", [
+    (["--help"], None),
+    (["-sc", "query=bash"], "python run.py recipe.opt"),  # one shell-completion TAB
+    (["recipe=finetune", "--cfg", "job"], None),  # composing and printing a config
+])  # fmt: skip
+def test_help_completion_and_composition_load_no_torch(argv, comp_line) -> None:
+    """`run.py --help`, a TAB and `--cfg job` compose the config from import-light schemas (recipes/schemas.py and
+    the groups' *_config modules): none of them waits for torch, Lightning or transformers (seconds each)."""
+    env = {**os.environ, **({"COMP_LINE": comp_line} if comp_line else {})}
+    proc = subprocess.run([sys.executable, "-c", _HEAVY_AFTER_RUN_PY, *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+    if comp_line:
+        assert "recipe.optimizer." in proc.stdout  # the completion itself works
 
 
 def test_importing_recipes_and_reports_changes_no_global_state() -> None:

@@ -19,7 +19,7 @@ from transformers import (
     BertForPreTraining,
 )
 
-import modules  # noqa: F401  (registers the Auto classes)
+import modules.auto  # noqa: F401  (registers the Auto classes)
 from modules.embedding_init import (
     EmbeddingWeights,
     init_embeddings_from_teacher,
