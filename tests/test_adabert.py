@@ -144,6 +144,7 @@ def fit_search(targets: TeacherTargets, epochs: int, warmup: int) -> AdaBertForS
     return model
 
 
+@pytest.mark.smoke
 def test_architecture_logits_stay_put_during_the_warmup_then_move() -> None:
     targets = TeacherTargets(torch.randn(32, 2), torch.randn(2, 32, 2))
     torch.manual_seed(0)
@@ -265,6 +266,7 @@ def adabert_overrides(teacher, tsv, tmp_path, run: str = "run") -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.smoke
 def test_adabert_searches_derives_and_saves_a_loadable_child(
     tiny_teacher_dir, sentiment_tsv, tmp_path
 ) -> None:
@@ -299,6 +301,7 @@ def adabert_run_config(teacher, tsv, tmp_path, run: str):
     return run_py_module.to_run_config(cfg, str(tmp_path / run))
 
 
+@pytest.mark.smoke
 def test_killed_twice_and_resumed_run_matches_uninterrupted(
     tiny_teacher_dir, sentiment_tsv, tmp_path, monkeypatch
 ) -> None:
@@ -335,6 +338,7 @@ def test_killed_twice_and_resumed_run_matches_uninterrupted(
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.smoke
 def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
     overrides = adabert_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path) + ["task.num_labels=1"]
     proc = run_py(*overrides, cwd=tmp_path)
@@ -342,6 +346,7 @@ def test_adabert_refuses_a_regression_task_before_any_work(tiny_teacher_dir, sen
     assert not (tmp_path / "run" / "teacher").exists()
 
 
+@pytest.mark.smoke
 def test_saved_child_loads_after_only_import_modules_auto(tmp_path) -> None:
     """A derived child saved by the recipe loads through the Auto classes in a fresh interpreter that imported
     nothing of the project but ``modules.auto`` (the registration is not a side effect of some other import)."""

@@ -33,6 +33,7 @@ def dev_accuracy(model: torch.nn.Module, data: ClassificationDataModule) -> floa
     return correct / total
 
 
+@pytest.mark.smoke
 def test_saved_child_scores_what_the_recipe_reports_and_keeps_label_names(
     tiny_teacher_dir, named_sentiment_tsv, tmp_path
 ) -> None:

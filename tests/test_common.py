@@ -28,6 +28,7 @@ def no_wandb_key(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
 
 
+@pytest.mark.smoke
 def test_wandb_logs_offline_without_an_api_key(no_wandb_key, tmp_path) -> None:
     assert not wandb_has_credentials()
     cfg = {

@@ -117,6 +117,7 @@ def test_distill_refuses_student_vocab_size_and_teacher_positions_before_loading
         distill.check_compatible(cfg)
 
 
+@pytest.mark.smoke
 def test_a_step_budget_without_a_step_per_block_is_refused_before_loading(tiny_teacher_dir: Path, tmp_path) -> None:
     # 20 x 0.05 = 1 flash step: 4 blocks would get no progressive step (found only when the schedule was built)
     cfg = typed("recipe=flash_distill", f"teacher.name_or_path={tiny_teacher_dir}", "recipe.regular_steps=20")
@@ -214,6 +215,7 @@ def test_search_settings_errors_name_the_sweeper_or_search_key(settings: dict, k
         StudentSearchConfig(**{k: v for k, v in full.items() if k != "space"})
 
 
+@pytest.mark.smoke
 def test_sweeper_budget_error_names_hydra_sweeper_key(tmp_path: Path) -> None:
     """python run.py -m ... hydra/sweeper=pareto hydra.sweeper.budget=0 exits at once, naming the key."""
     proc = subprocess.run(
@@ -227,6 +229,7 @@ def test_sweeper_budget_error_names_hydra_sweeper_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("recipe", ["flash_distill", "finetune"])
+@pytest.mark.smoke
 def test_run_py_negative_lr_exits_before_any_work(
     recipe: str, tiny_teacher_dir: Path, pairs_corpus: Path, tmp_path: Path
 ) -> None:

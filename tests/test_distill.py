@@ -191,6 +191,7 @@ def unigram_teacher_dir(tiny_teacher_dir, pairs_corpus, tokenizer, tmp_path) -> 
     return path
 
 
+@pytest.mark.smoke
 def test_flash_run_lowers_every_loss(unigram_teacher_dir, pairs_corpus, tmp_path) -> None:
     cfg = tiny_run_config(
         tmp_path / "run",
@@ -244,6 +245,7 @@ def tiny_pretraining_parts(teacher_dir: Path, corpus: Path, tmp_path: Path) -> T
     return TinyParts(teacher, student, progressive_schedule(2, 10, 0.0), data.train_batches()[0])
 
 
+@pytest.mark.smoke
 def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """The NSP term reaches the head: a few distillation steps on one fixed batch fit its labels."""
     parts = tiny_pretraining_parts(tiny_teacher_dir, pairs_corpus, tmp_path)
@@ -261,6 +263,7 @@ def test_nsp_head_learns(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     assert losses["nsp_acc"].item() == 1.0
 
 
+@pytest.mark.smoke
 def test_bare_teacher_turns_mlm_kd_off(tiny_bare_teacher_dir, pairs_corpus, tmp_path, caplog) -> None:
     cfg = tiny_run_config(tmp_path / "run", tiny_bare_teacher_dir, pairs_corpus, "recipe.regular_steps=20")
     with caplog.at_level("INFO"):
@@ -270,6 +273,7 @@ def test_bare_teacher_turns_mlm_kd_off(tiny_bare_teacher_dir, pairs_corpus, tmp_
 
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
+@pytest.mark.smoke
 def test_teacher_cache_is_exact(tiny_teacher_dir, pairs_corpus, tmp_path, mode) -> None:
     """float32 cache: cold run == warm run == no cache, bit for bit; the warm run never calls the teacher."""
     MEMORY_STORE.clear()
@@ -289,6 +293,7 @@ def test_teacher_cache_is_exact(tiny_teacher_dir, pairs_corpus, tmp_path, mode) 
     assert plain["val/loss"] == cold["val/loss"] == warm["val/loss"]
 
 
+@pytest.mark.smoke
 def test_killed_and_resumed_run_matches_uninterrupted(
     tiny_teacher_dir, pairs_corpus, tmp_path, monkeypatch
 ) -> None:
@@ -309,6 +314,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
 
 
+@pytest.mark.smoke
 def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """Anything that changes the teacher's inputs or kept outputs is a new cache key: never a stale hit."""
     MEMORY_STORE.clear()
@@ -327,6 +333,7 @@ def test_teacher_cache_key_follows_masking(tiny_teacher_dir, pairs_corpus, tmp_p
     assert same["teacher_cache/misses"] == 0  # a different student reuses the cache
 
 
+@pytest.mark.smoke
 def test_resume_with_another_config_fails_clearly(
     tiny_teacher_dir, pairs_corpus, tmp_path, monkeypatch
 ) -> None:

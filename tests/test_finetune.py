@@ -63,6 +63,7 @@ def finetune_overrides(model: Path, tsv: Path, tmp_path: Path, run: str = "run")
     ]  # fmt: skip
 
 
+@pytest.mark.smoke
 def test_finetune_learns_a_tiny_task_and_task_kd_runs(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
     proc = run_py(*finetune_overrides(tiny_teacher_dir, sentiment_tsv, tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,6 +96,7 @@ def test_finetune_learns_a_tiny_task_and_task_kd_runs(tiny_teacher_dir, sentimen
     assert kd_metrics["steps"] == 95 and kd_metrics["val/acc"] > 0.8
 
 
+@pytest.mark.smoke
 def test_finetune_names_a_wrong_label_column_before_training(
     tiny_teacher_dir, sentiment_tsv, tmp_path
 ) -> None:
@@ -104,6 +106,7 @@ def test_finetune_names_a_wrong_label_column_before_training(
     assert not (tmp_path / "run" / "model").exists()
 
 
+@pytest.mark.smoke
 def test_task_kd_teacher_with_other_labels_is_refused(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
     from transformers import AutoModelForSequenceClassification
 

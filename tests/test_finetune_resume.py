@@ -67,6 +67,7 @@ def assert_same_model(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("task", ["classification", "qa"])
+@pytest.mark.smoke
 def test_killed_and_resumed_finetune_matches_uninterrupted(
     task, tiny_teacher_dir, sentiment_tsv, tmp_path, monkeypatch
 ) -> None:

@@ -224,6 +224,7 @@ def test_callback_writes_into_the_sweep_dir_only_for_finetune_sweeps(sweep_dir: 
     assert not (other / "finetune_table.md").exists()
 
 
+@pytest.mark.smoke
 def test_multirun_of_finetune_writes_the_table(tiny_teacher_dir, sentiment_tsv, tmp_path) -> None:
     overrides = [
         o

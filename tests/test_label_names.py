@@ -37,6 +37,7 @@ def finetuned_labels(teacher: Path, tsv: Path, tmp_path: Path) -> tuple[dict, di
     return config["id2label"], config["label2id"]
 
 
+@pytest.mark.smoke
 def test_finetuned_classifier_keeps_string_label_names(
     tiny_teacher_dir, named_sentiment_tsv, tmp_path
 ) -> None:
@@ -44,6 +45,7 @@ def test_finetuned_classifier_keeps_string_label_names(
     assert id2label == {"0": "neg", "1": "pos"} and label2id == {"neg": 0, "pos": 1}
 
 
+@pytest.mark.smoke
 def test_finetuned_classifier_names_int_labels_by_their_value(
     tiny_teacher_dir, sentiment_tsv, tmp_path
 ) -> None:

@@ -123,6 +123,7 @@ def test_other_processes_share_of_the_machine_by_hand() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+@pytest.mark.smoke
 def test_a_busy_machine_flags_the_measurement_and_keeps_it_out_of_the_cache(tmp_path) -> None:
     import multiprocessing as mp
 
@@ -220,6 +221,7 @@ def test_backend_not_installed(tmp_path) -> None:
         measure_latency(tiny_config(), fast(tmp_path, backend="onnxruntime"))
 
 
+@pytest.mark.smoke
 def test_latency_recipe_lists_and_correlates(tmp_path) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(

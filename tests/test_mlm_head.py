@@ -70,6 +70,7 @@ def bare_teacher(path: Path):
     return load_teacher(TeacherConfig(name_or_path=str(path), mlm_head="fit"))
 
 
+@pytest.mark.smoke
 def test_fitted_head_beats_unigram_on_held_out_text(context_teacher_dir, repeated_corpus, tmp_path) -> None:
     teacher = bare_teacher(context_teacher_dir)
     rng_before = torch.get_rng_state()
@@ -207,6 +208,7 @@ def test_factorised_embeddings_are_refused_naming_the_setting(tokenizer, tmp_pat
         mlm_head.build_mlm_head(teacher)
 
 
+@pytest.mark.smoke
 def test_distillation_with_a_fitted_head_runs_mlm_kd(
     tiny_bare_teacher_dir, pairs_corpus, tmp_path, monkeypatch
 ) -> None:

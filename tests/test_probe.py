@@ -94,6 +94,7 @@ def probe_overrides(task: Path, tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.smoke
 def test_distill_run_writes_probe_metrics(tiny_teacher_dir, pairs_corpus, sentiment_tsv, tmp_path) -> None:
     """recipe.probe.max_train_examples > 0: the distilled student is probed on the task and the names it reports
     are the ones the search is told; the tiny task (a positive or a negative word per row) is linearly

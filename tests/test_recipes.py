@@ -107,6 +107,7 @@ def test_help_completion_and_composition_load_no_torch(argv, comp_line) -> None:
         assert "recipe.optimizer." in proc.stdout  # the completion itself works
 
 
+@pytest.mark.smoke
 def test_importing_recipes_and_reports_changes_no_global_state() -> None:
     """No warnings filter and no matplotlib backend switch at import (they go where they are needed)."""
     code = """
@@ -125,6 +126,7 @@ print(warnings.filters == before, dict.__getitem__(matplotlib.rcParams, "backend
     assert proc.stdout.split() == ["True", "True"]
 
 
+@pytest.mark.smoke
 def test_inspect_recipe_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     proc = run_py("recipe=inspect", *tiny_overrides(tiny_teacher_dir, pairs_corpus, tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,6 +147,7 @@ def test_inspect_recipe_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> 
     )
 
 
+@pytest.mark.smoke
 def test_flash_distill_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     proc = run_py(
         "recipe=flash_distill",
@@ -175,6 +178,7 @@ def test_flash_distill_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> N
     assert metrics["params"] == student.student.num_parameters()
 
 
+@pytest.mark.smoke
 def test_flash_distill_with_ddp_and_bf16_on_cpu(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """The GPU code paths that a CPU can run: two DDP processes (gloo) with bf16 autocast. Progressive
     stages leave parameters without gradients, which plain DDP rejects; the recipe must handle it."""
@@ -225,6 +229,7 @@ def autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path) -> list[str]:
     ]
 
 
+@pytest.mark.smoke
 def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """The default recipe on a tiny teacher: search (3 flash trials + the baseline and its seed repeat) -> the
     front -> regular distillation -> report; re-running the same command re-uses every finished piece."""
@@ -283,6 +288,7 @@ def test_autodistill_pipeline_end_to_end_and_resumes(tiny_teacher_dir, pairs_cor
     assert "resuming" in again.stderr + again.stdout
 
 
+@pytest.mark.smoke
 def test_autodistill_needs_one_device(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     proc = run_py(*autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path), "trainer=ddp", cwd=tmp_path)
     assert proc.returncode != 0 and "needs one device" in proc.stderr

@@ -179,6 +179,7 @@ def small_space(**kw) -> SpaceConfig:
 
 
 @pytest.mark.parametrize("optimizer", ["bo", "random", "de"])
+@pytest.mark.smoke
 def test_search_front_is_the_non_dominated_set_and_failures_are_recorded(tmp_path, optimizer) -> None:
     calls: list = []
     cfg = SearchConfig(optimizer=optimizer, budget=10, space=small_space(), seed=3)
@@ -206,6 +207,7 @@ def test_search_front_is_the_non_dominated_set_and_failures_are_recorded(tmp_pat
     assert len(values) == 10 and values == sorted(values) and values[-1] == pytest.approx(result.hypervolume)
 
 
+@pytest.mark.smoke
 def test_constraints_checked_before_training_are_never_trained(tmp_path) -> None:
     calls: list = []
     limit = 2 * 256 * (128 + 640 * 2)  # a 2-block 256-wide student with the biggest FFNs
@@ -230,6 +232,7 @@ def test_constraints_checked_before_training_are_never_trained(tmp_path) -> None
     assert len([r for r in result.records if r.kind == "trial" and r.status in ("ok", "failed")]) == 6
 
 
+@pytest.mark.smoke
 def test_an_exhausted_space_stops_without_training_twice(tmp_path) -> None:
     calls: list = []
     block = BlockSpaceConfig(
@@ -243,6 +246,7 @@ def test_an_exhausted_space_stops_without_training_twice(tmp_path) -> None:
     assert [r.kind for r in result.records] == ["repeat", "trial", "trial"]
 
 
+@pytest.mark.smoke
 def test_resume_refuses_a_different_search_in_the_same_dir(tmp_path) -> None:
     ParetoSearch(
         SearchConfig(optimizer="random", budget=2, space=small_space()), tmp_path, synthetic_launch([])
@@ -260,6 +264,7 @@ def test_resume_refuses_a_different_search_in_the_same_dir(tmp_path) -> None:
     assert len(calls) == 2
 
 
+@pytest.mark.smoke
 def test_interrupted_search_resumes_in_flight_trial_and_loses_nothing(tmp_path) -> None:
     """A crash inside a trial: the rerun launches the same trial (same index) again, then carries on."""
     calls: list = []
@@ -305,6 +310,7 @@ def calls_of(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "calls").glob("*.json"))]
 
 
+@pytest.mark.smoke
 def test_sweeper_runs_constrains_survives_failures_and_writes_the_front(tmp_path) -> None:
     limit = 2 * 256 * (160 + 640 * 4)
     proc = subprocess.run(
@@ -350,6 +356,7 @@ def test_sweeper_runs_constrains_survives_failures_and_writes_the_front(tmp_path
         assert f"hidden_size:{r['assigned']['student.block']['hidden_size']}" in overrides
 
 
+@pytest.mark.smoke
 def test_sweeper_killed_mid_run_resumes_with_no_duplicate_and_no_lost_trial(tmp_path) -> None:
     cmd = sweep_cmd(tmp_path, "hydra.sweeper.budget=6", "sleep_s=0.6", "hydra.sweeper.seed=5")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -383,6 +390,7 @@ def test_sweeper_killed_mid_run_resumes_with_no_duplicate_and_no_lost_trial(tmp_
     assert len([r for r in after if r["kind"] == "repeat"]) == 1
 
 
+@pytest.mark.smoke
 def test_sweeper_with_submitit_local_runs_trials_in_parallel(tmp_path) -> None:
     proc = subprocess.run(
         sweep_cmd(tmp_path, "hydra/launcher=submitit_local", "hydra.sweeper.num_workers=2", "hydra.sweeper.budget=4",
@@ -402,6 +410,7 @@ def test_sweeper_with_submitit_local_runs_trials_in_parallel(tmp_path) -> None:
     assert (tmp_path / "sweep" / ".submitit").is_dir()
 
 
+@pytest.mark.smoke
 def test_sweep_expressions_on_the_command_line_join_the_space(tmp_path) -> None:
     proc = subprocess.run(
         sweep_cmd(tmp_path, "hydra.sweeper.budget=4", "hydra.sweeper.optimizer=random", "sleep_s=choice(0.0,0.01)"),

@@ -50,6 +50,7 @@ def test_a_search_where_every_trial_failed_raises_the_most_common_error(tmp_path
     assert (tmp_path / "trials.csv").exists()
 
 
+@pytest.mark.smoke
 def test_failed_trials_are_retried_on_resume_only_when_asked(tmp_path, caplog) -> None:
     calls: list = []
     cfg = SearchConfig(optimizer="random", budget=3, space=small_space(), seed=1)
@@ -73,6 +74,7 @@ def test_failed_trials_are_retried_on_resume_only_when_asked(tmp_path, caplog) -
 
 
 # ---- metric names, device and parallel latency: refused before any trial -------------------------
+@pytest.mark.smoke
 def test_sweeper_refuses_misspelt_objective_and_constraint_before_any_trial(tmp_path) -> None:
     proc = subprocess.run(
         sweep_cmd(tmp_path, "hydra.sweeper.budget=2",
@@ -86,6 +88,7 @@ def test_sweeper_refuses_misspelt_objective_and_constraint_before_any_trial(tmp_
     assert not (tmp_path / "calls").exists()  # no trial ran
 
 
+@pytest.mark.smoke
 def test_sweeper_refuses_parallel_local_trials_with_a_latency_objective(tmp_path) -> None:
     args = ("hydra/launcher=submitit_local", "hydra.sweeper.num_workers=2", "hydra.sweeper.budget=2")
     proc = subprocess.run(sweep_cmd(tmp_path, *args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -110,6 +113,7 @@ def test_parallel_latency_check_decides_by_launcher_metric_and_opt_in() -> None:
                                "LocalLauncher", local=True, allow=False)  # fmt: skip
 
 
+@pytest.mark.smoke
 def test_autodistill_refuses_a_misspelt_constraint_before_any_trial(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     proc = run_py(*autodistill_tiny(tiny_teacher_dir, pairs_corpus, tmp_path),
                   "search.constraints=[{name: latency/p50, max: 5}]", cwd=tmp_path)  # fmt: skip
@@ -119,6 +123,7 @@ def test_autodistill_refuses_a_misspelt_constraint_before_any_trial(tiny_teacher
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.smoke
 def test_autodistill_refuses_a_missing_gpu_before_any_trial(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="trainer.accelerator=gpu but this machine has no CUDA"):
         check_accelerator("gpu")

@@ -151,6 +151,7 @@ def baseline() -> Trial:
 
 
 @pytest.mark.parametrize("crash_at", [2, "baseline_seed1"])
+@pytest.mark.smoke
 def test_repeats_are_outside_the_budget_and_survive_a_crash_without_running_twice(tmp_path, crash_at, monkeypatch) -> None:
     told: list = []
     tell = ParetoSearch._tell
@@ -178,6 +179,7 @@ def test_repeats_are_outside_the_budget_and_survive_a_crash_without_running_twic
     assert [r["kind"] for r in ledger] == ["baseline", "repeat", "trial", "trial", "trial", "trial"]
 
 
+@pytest.mark.smoke
 def test_without_a_baseline_the_first_ok_trial_is_repeated_and_noise_seeds_0_repeats_nothing(tmp_path) -> None:
     calls: list = []
     ParetoSearch(SearchConfig(optimizer="random", budget=3, space=small_space(), seed=2), tmp_path / "a",
@@ -258,6 +260,7 @@ def test_plots_draw_each_points_floor_as_error_bars(tmp_path) -> None:
 
 
 # ---- mistakes refused before any trial -----------------------------------------------------------
+@pytest.mark.smoke
 def test_a_misspelt_noise_metric_or_seed_key_is_refused_before_any_trial(tmp_path) -> None:
     cfg = SearchConfig(objectives=[ObjectiveConfig(LAT, "min", noise="latency/p50_sprd", noise_relative=True)])
     with pytest.raises(ValueError, match=r"objectives \(latency/p50_ms\).noise: 'latency/p50_sprd' is not a metric.*"

@@ -112,6 +112,7 @@ def test_generic_config_has_no_project_defaults() -> None:
         SearchConfig(space={"params": ["x=choice(1,2)"]}, objectives=[ObjectiveConfig("score")])
 
 
+@pytest.mark.smoke
 def test_sweeper_generic_schema_searches_command_line_sweeps(tmp_path) -> None:
     """hydra/sweeper=pareto_base: no project preset; the space is the command line's sweeps."""
     proc = subprocess.run(

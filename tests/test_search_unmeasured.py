@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from hydra_plugins.pareto_sweeper import ConstraintConfig, ParetoSearch, Trial, plain
@@ -57,6 +58,7 @@ def ledger(sweep: Path) -> list[dict]:
     return [json.loads(line) for line in (sweep / "ledger.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.smoke
 def test_contended_trials_are_unmeasured_never_told_and_never_on_the_front(tmp_path, monkeypatch) -> None:
     told = spy_on_tells(monkeypatch)
     cfg = SearchConfig(optimizer="random", budget=8, space=small_space(), seed=3)
@@ -80,6 +82,7 @@ def test_contended_trials_are_unmeasured_never_told_and_never_on_the_front(tmp_p
     assert len(told_values) > 1  # the others were told
 
 
+@pytest.mark.smoke
 def test_unmeasured_trials_are_re_run_on_resume_under_their_own_index(tmp_path) -> None:
     cfg = SearchConfig(optimizer="random", budget=6, space=small_space(), seed=3)
     ParetoSearch(cfg, tmp_path, contended_launch([])).run()

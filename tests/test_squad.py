@@ -310,6 +310,7 @@ def squad_overrides(model: Path, tmp_path: Path, run: str = "run") -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.smoke
 def test_finetune_squad_learns_spans_and_task_kd_runs(tiny_teacher_dir, tmp_path) -> None:
     proc = run_py(*squad_overrides(tiny_teacher_dir, tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -339,6 +340,7 @@ def test_finetune_squad_learns_spans_and_task_kd_runs(tiny_teacher_dir, tmp_path
     assert json.loads((tmp_path / "kd" / "metrics.json").read_text())["steps"] == 30
 
 
+@pytest.mark.smoke
 def test_squad_kd_teacher_must_be_a_qa_model(tiny_teacher_dir, tmp_path) -> None:
     overrides = squad_overrides(tiny_teacher_dir, tmp_path) + [f"recipe.task_kd.teacher={tiny_teacher_dir}"]
     proc = run_py(*overrides, cwd=tmp_path)
@@ -346,6 +348,7 @@ def test_squad_kd_teacher_must_be_a_qa_model(tiny_teacher_dir, tmp_path) -> None
     assert not (tmp_path / "run" / "model").exists()
 
 
+@pytest.mark.smoke
 def test_lengths_the_model_cannot_embed_fail_before_featurising(tiny_teacher_dir, tmp_path) -> None:
     overrides = squad_overrides(tiny_teacher_dir, tmp_path) + [
         "task.max_seq_len=100"

@@ -142,6 +142,7 @@ def test_misread_header_names_the_format_to_set(tmp_path: Path, tokenizer: PreTr
         ClassificationDataModule(cfg, tokenizer).setup()
 
 
+@pytest.mark.smoke
 def test_finetune_reads_a_csv_path_under_the_default_task_and_scores_a_minus_one_test_score(
     tiny_teacher_dir: Path, tmp_path: Path
 ) -> None:

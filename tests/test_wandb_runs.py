@@ -89,6 +89,7 @@ def test_failed_job_finishes_its_run_and_the_next_job_gets_its_own(offline, tmp_
     assert second[0].artifacts == [("report-" + second[0].name.replace("/", "-"), "report")]
 
 
+@pytest.mark.smoke
 def test_sweep_jobs_get_one_run_each_in_the_sweep_group(offline, tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """`python run.py -m ... logger=wandb` with the basic launcher: both jobs run in one process."""
     sweep = tmp_path / "sweep"
