@@ -178,7 +178,7 @@ def small_space(**kw) -> SpaceConfig:
     return SpaceConfig(block=block, num_blocks=2, **kw)
 
 
-@pytest.mark.parametrize("optimizer", ["bo", "random", "de"])
+@pytest.mark.parametrize("optimizer", ["bo", "random", "de", "gp", "tpe"])
 def test_search_front_is_the_non_dominated_set_and_failures_are_recorded(tmp_path, optimizer) -> None:
     calls: list = []
     cfg = SearchConfig(optimizer=optimizer, budget=10, space=small_space(), seed=3)
