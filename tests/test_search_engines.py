@@ -134,3 +134,9 @@ def test_the_grid_search_of_the_acquisition_skips_known_points() -> None:
     states = [t.state.name for t in engine.study.trials]
     tenth = [n for n, s in enumerate(states) if s == "COMPLETE"][9]
     assert set(states[tenth:]) == {"COMPLETE"}  # once the GP proposes, no duplicate is asked and discarded
+
+
+def test_random_start_up_is_a_share_of_a_small_budget() -> None:
+    from hydra_plugins.pareto_sweeper._optuna import startup_trials
+
+    assert [startup_trials(b) for b in (None, 300, 20, 6, 2)] == [10, 10, 10, 3, 3]  # the demo's 6: the GP from the 4th

@@ -62,12 +62,19 @@ class Engine(Protocol):
         ...
 
 
-def make_engine(name: str, space: SearchSpace, seed: int, budget: int, num_workers: int, objectives: int) -> Engine:
-    """The engine for ``name`` (a short name of NEVERGRAD or OPTUNA, or any nevergrad registry name)."""
-    if name.lower() in OPTUNA:
-        from hydra_plugins.pareto_sweeper._optuna import OptunaEngine
+def make_engine(
+    name: str, space: SearchSpace, seed: int, budget: int, num_workers: int, objectives: int, trials: int | None = None
+) -> Engine:
+    """The engine for ``name`` (a short name of NEVERGRAD or OPTUNA, or any nevergrad registry name).
 
-        return OptunaEngine(name.lower(), space, seed, objectives)
+    Args:
+        budget: the proposals it may be asked for (nevergrad's budget).
+        trials: the trials the search will train (Optuna's random start-up is a share of them); None: many.
+    """
+    if name.lower() in OPTUNA:
+        from hydra_plugins.pareto_sweeper._optuna import OptunaEngine, startup_trials
+
+        return OptunaEngine(name.lower(), space, seed, objectives, startup=startup_trials(trials))
     return NevergradEngine(NEVERGRAD.get(name.lower(), name), space, seed, budget, num_workers, objectives)
 
 

@@ -41,7 +41,13 @@ from hydra_plugins.pareto_sweeper._space import Parameter, SearchSpace, architec
 ENUMERATE = 4096  # a discrete space this small has its acquisition maximised exactly, over every unseen point
 SAMPLER_TRIES = 3  # proposals of known points before falling back to random ones
 RANDOM_TRIES = 64
-STARTUP_TRIALS = 10  # random proposals before the model takes over (Optuna's default)
+STARTUP_TRIALS = 10  # random proposals before the model takes over (Optuna's default), at most half the budget
+
+
+def startup_trials(budget: int | None) -> int:
+    """Random start-up trials for a search of ``budget`` trials: Optuna's 10, but at most half of a small budget
+    (the CPU demo trains 6: the GP proposes from the 4th), and at least 3 (a GP needs a few points)."""
+    return STARTUP_TRIALS if budget is None else max(3, min(STARTUP_TRIALS, budget // 2))
 
 
 @dataclass
@@ -57,12 +63,13 @@ class OptunaEngine:
 
     penalise_failures = False
 
-    def __init__(self, name: str, space: SearchSpace, seed: int, objectives: int) -> None:
+    def __init__(self, name: str, space: SearchSpace, seed: int, objectives: int, startup: int = STARTUP_TRIALS) -> None:
         import optuna
 
         optuna.logging.set_verbosity(logging.WARNING)  # no line per told trial
         self.name = name
         self.seed = seed
+        self.startup = startup
         self.params = space.parameters()
         self.dists = {k: _distribution(p) for k, p in self.params.items() if not _constant(p)}
         self.study = optuna.create_study(directions=["minimize"] * objectives)
@@ -133,12 +140,12 @@ class OptunaEngine:
             return optuna.samplers.RandomSampler(seed=seed)
         if self.name == "gp":
             sampler = _gp_sampler_class()(
-                seed=seed, n_startup_trials=STARTUP_TRIALS, deterministic_objective=False,
+                seed=seed, n_startup_trials=self.startup, deterministic_objective=False,
                 independent_sampler=optuna.samplers.RandomSampler(seed=seed), warn_independent_sampling=False,
             )  # fmt: skip
             sampler.exclude = self.known_params
             return sampler
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=STARTUP_TRIALS)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=self.startup)
 
     def _decode(self, params: dict[str, Any]) -> dict[str, Any]:
         """Optuna's params (option indices, numbers) -> the space's value, every entry in the space's order."""

@@ -278,7 +278,8 @@ class ParetoSearch:
     # ---- optimiser ---------------------------------------------------------------------------
     def _make_optimizer(self) -> Engine:
         cfg = self.cfg
-        return make_engine(cfg.optimizer, cfg.space, cfg.seed, cfg.proposal_limit, cfg.num_workers, len(cfg.objectives))
+        return make_engine(cfg.optimizer, cfg.space, cfg.seed, cfg.proposal_limit, cfg.num_workers, len(cfg.objectives),
+                           trials=cfg.budget)  # fmt: skip
 
     def _tell(self, opt: Engine, candidate, record: TrialRecord | None, known: bool = False) -> None:
         """Tell the engine a trial's losses; failed / infeasible ones get a penalty beyond the reference where the
