@@ -152,7 +152,7 @@ def test_default_composition(compose_run: Compose, tmp_path: Path) -> None:
     assert (
         rc.recipe.name == "autodistill" and rc.recipe.flash_fraction == 0.2 and rc.recipe.regular_steps == 250
     )
-    assert rc.search.optimizer == "bo" and rc.search.budget == 6 and rc.search.space.num_blocks == 4
+    assert rc.search.optimizer == "tpe" and rc.search.budget == 6 and rc.search.space.num_blocks == 4
     assert [(o.name, o.direction) for o in rc.search.objectives] == [
         ("val/loss", "min"),
         ("latency/p50_ms", "min"),

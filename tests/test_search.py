@@ -178,7 +178,7 @@ def small_space(**kw) -> SpaceConfig:
     return SpaceConfig(block=block, num_blocks=2, **kw)
 
 
-@pytest.mark.parametrize("optimizer", ["bo", "random", "de"])
+@pytest.mark.parametrize("optimizer", ["bo", "random", "de", "gp", "tpe"])
 @pytest.mark.smoke
 def test_search_front_is_the_non_dominated_set_and_failures_are_recorded(tmp_path, optimizer) -> None:
     calls: list = []
@@ -484,7 +484,7 @@ def test_shipped_slurm_launcher_config_composes() -> None:
     assert launcher.gpus_per_node == 8 and launcher.tasks_per_node == 8 and launcher.partition == "gpu"
     assert launcher.max_num_timeout == 3
     assert sweeper._target_ == "hydra_plugins.pareto_sweeper.sweeper.ParetoSweeper"
-    assert sweeper.optimizer == "bo" and list(sweeper.space.block.hidden_size) == [128, 256, 384, 512]
+    assert sweeper.optimizer == "tpe" and list(sweeper.space.block.hidden_size) == [128, 256, 384, 512]
 
 
 def test_overrides_round_trip_any_string_and_structure() -> None:

@@ -155,7 +155,7 @@ def baseline() -> Trial:
 def test_repeats_are_outside_the_budget_and_survive_a_crash_without_running_twice(tmp_path, crash_at, monkeypatch) -> None:
     told: list = []
     tell = ParetoSearch._tell
-    monkeypatch.setattr(ParetoSearch, "_tell", lambda self, opt, cand, rec: (told.append(rec), tell(self, opt, cand, rec)))
+    monkeypatch.setattr(ParetoSearch, "_tell", lambda self, opt, cand, rec, **kw: (told.append(rec), tell(self, opt, cand, rec, **kw)))
     cfg = SearchConfig(optimizer="random", budget=4, space=small_space(), seed=2)
     calls: list = []
     with pytest.raises(KeyboardInterrupt):

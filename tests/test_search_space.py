@@ -154,7 +154,7 @@ def test_project_sweeper_preset_is_the_search_defaults() -> None:
     assert sweeper["report_columns"] == list(REPORT_COLUMNS) == defaults.report_columns
     module, name = sweeper["pretrial"].split(":")
     assert getattr(__import__(module, fromlist=[name]), name) is architecture_metrics
-    assert (sweeper["budget"], sweeper["optimizer"]) == (defaults.budget, defaults.optimizer) == (20, "bo")
+    assert (sweeper["budget"], sweeper["optimizer"]) == (defaults.budget, defaults.optimizer) == (20, "tpe")
 
 
 def test_trial_config_rejects_an_unknown_key(tmp_path) -> None:

@@ -7,18 +7,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from hydra_plugins.pareto_sweeper._engines import NEVERGRAD, OPTUNA
 from hydra_plugins.pareto_sweeper._space import SearchSpace, build_space, space_identity
 
-# Short names for the optimisers the paper compares (§4.3); any other nevergrad registry name also works.
-OPTIMIZERS = {
-    "bo": "BO",  # Bayesian optimisation (a GP with expected improvement), the paper's choice
-    "random": "RandomSearch",
-    "de": "DE",  # differential evolution (the paper compares a firefly algorithm: also population-based)
-    "twopointsde": "TwoPointsDE",
-    "cma": "CMA",
-    "pso": "PSO",
-    "ngopt": "NGOpt",  # nevergrad's own choice for the space
-}
+# The optimisers' short names (_engines.py): nevergrad's (any other nevergrad registry name also works) and Optuna's.
+OPTIMIZERS = {**NEVERGRAD, **{name: name for name in OPTUNA}}
 DIRECTIONS = ("max", "min")
 
 
@@ -117,7 +110,7 @@ class SearchConfig:
     # (e.g. an in-process ``search`` group) overrides it. A ClassVar: not a setting.
     key: ClassVar[str] = "hydra.sweeper"
 
-    optimizer: str = "bo"  # bo | random | de | twopointsde | cma | pso | ngopt | any nevergrad name
+    optimizer: str = "bo"  # gp | tpe (Optuna) | bo | random | de | twopointsde | cma | pso | ngopt | any nevergrad name
     budget: int = 20  # trained trials (finished or failed); the baseline and infeasible proposals are extra
     num_workers: int = 1  # trials in flight at once (needs a parallel launcher, e.g. submitit)
     seed: int = 0

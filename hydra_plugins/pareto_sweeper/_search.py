@@ -1,5 +1,6 @@
-"""The search loop (AutoDistill Fig. 1): ask nevergrad for a candidate -> check hard constraints before
-training -> run it (a Hydra job, or an in-process call) -> tell nevergrad every objective -> repeat.
+"""The search loop (AutoDistill Fig. 1): ask the optimiser (_engines.py: nevergrad or Optuna) for a candidate
+-> check hard constraints before training -> run it (a Hydra job, or an in-process call) -> tell the optimiser
+every objective -> repeat.
 
 ``ParetoSearch`` is shared by the Hydra sweeper (``hydra/sweeper=pareto``, trials are launcher jobs)
 and by in-process callers (e.g. a project's pipeline). Everything it learns goes to the sweep dir as it
@@ -29,7 +30,8 @@ from hydra_plugins.pareto_sweeper._checks import (
     warn_if_latency_floor_by_seeds,
     warn_if_stopped_early,
 )
-from hydra_plugins.pareto_sweeper._config import OPTIMIZERS, SearchConfig
+from hydra_plugins.pareto_sweeper._config import SearchConfig
+from hydra_plugins.pareto_sweeper._engines import Engine, make_engine
 from hydra_plugins.pareto_sweeper._front import search_result
 from hydra_plugins.pareto_sweeper._ledger import (
     Ledger,
@@ -44,7 +46,7 @@ from hydra_plugins.pareto_sweeper._ledger import (
 )
 from hydra_plugins.pareto_sweeper._repeats import plan_repeats
 from hydra_plugins.pareto_sweeper._reports import Progress, write_reports
-from hydra_plugins.pareto_sweeper._space import architecture_key, parametrization, plain, to_overrides
+from hydra_plugins.pareto_sweeper._space import architecture_key, plain, to_overrides
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class _Loop:
     seen: dict[str, TrialRecord]  # architecture key -> its record: never run twice
     queued: list[Trial] = field(default_factory=list)  # the baseline and trials in flight at the last stop
     in_flight: dict[int | str, Trial] = field(default_factory=dict)
-    candidates: dict[int | str, Any] = field(default_factory=dict)  # trial index -> nevergrad candidate
+    candidates: dict[int | str, Any] = field(default_factory=dict)  # trial index -> the engine's candidate
     futures: dict[Future, Trial] = field(default_factory=dict)
     next_index: int = 0
     proposals: int = 0
@@ -165,7 +167,7 @@ class ParetoSearch:
         # Replay: the optimiser sees every finished trial again, in order; nothing is re-run.
         replayed = sorted((r for r in saved.records if r.kind == "trial"), key=lambda r: int(r.trial))
         for rec in replayed:
-            self._tell(opt, self._ask_as(opt, rec.value), rec)
+            self._tell(opt, opt.replay(rec.value), rec)
         if saved.records:
             log.info("resuming %s: %d trials in the ledger, %d were in flight",
                      self.dir, len(saved.records), len(saved.pending))  # fmt: skip
@@ -180,7 +182,7 @@ class ParetoSearch:
         )
         for t in loop.queued:
             if t.kind == "trial":
-                loop.candidates[t.index] = self._ask_as(opt, t.value)
+                loop.candidates[t.index] = opt.replay(t.value)
         loop.next_index = 1 + max(
             [int(r.trial) for r in replayed] + [t.index for t in loop.queued if t.kind == "trial"] + [-1]
         )
@@ -206,10 +208,11 @@ class ParetoSearch:
             candidate = loop.opt.ask()
             trial = self._trial(loop.next_index, candidate.value)
             if trial.key in {t.key for t in loop.in_flight.values()}:
+                loop.opt.discard(candidate)
                 break  # proposed again while it runs: wait for its result rather than burn proposals
             loop.proposals += 1
             if trial.key in loop.seen:
-                self._tell(loop.opt, candidate, loop.seen[trial.key])  # evaluated already: never run twice
+                self._tell(loop.opt, candidate, loop.seen[trial.key], known=True)  # evaluated already: never run twice
                 loop.re_proposals += 1
                 continue
             rejected = self._precheck(trial)
@@ -273,53 +276,28 @@ class ParetoSearch:
         return base + repeats + trials
 
     # ---- optimiser ---------------------------------------------------------------------------
-    def _make_optimizer(self):
-        import warnings
+    def _make_optimizer(self) -> Engine:
+        cfg = self.cfg
+        return make_engine(cfg.optimizer, cfg.space, cfg.seed, cfg.proposal_limit, cfg.num_workers, len(cfg.objectives),
+                           trials=cfg.budget)  # fmt: skip
 
-        import nevergrad as ng
-
-        name = OPTIMIZERS.get(self.cfg.optimizer.lower(), self.cfg.optimizer)
-        param = parametrization(self.cfg.space, self.cfg.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BO warns that discrete spaces suit it less: known, chosen
-            if name == "BO":
-                # A little observation noise in the GP: categorical factors make the objective step-like.
-                opt = ng.optimizers.ParametrizedBO(gp_parameters={"alpha": 1e-3})(
-                    parametrization=param, budget=self.cfg.proposal_limit, num_workers=self.cfg.num_workers
-                )
-            else:
-                opt = ng.optimizers.registry[name](
-                    parametrization=param, budget=self.cfg.proposal_limit, num_workers=self.cfg.num_workers
-                )
-        return opt
-
-    def _tell(self, opt, candidate, record: TrialRecord | None) -> None:
-        """Tell nevergrad a trial's losses; failed / infeasible ones get a penalty beyond the reference."""
-        import warnings
-
-        import nevergrad as ng
-
+    def _tell(self, opt: Engine, candidate, record: TrialRecord | None, known: bool = False) -> None:
+        """Tell the engine a trial's losses; failed / infeasible ones get a penalty beyond the reference where the
+        engine wants one (nevergrad), or are told as failures (Optuna). ``known``: a re-proposal, not run again."""
+        tell = opt.tell_known if known else opt.tell
         if record is not None and record.status == "unmeasured":
-            return  # its numbers are not to be trusted: no value, not even a penalty, is told
+            if not known:
+                opt.discard(candidate)  # its numbers are not to be trusted: no value, not even a penalty, is told
+            return
         losses = record.losses(self.cfg.objectives) if record is not None else None
-        multi = len(self.cfg.objectives) > 1
         if losses is not None and self.reference is None:
             self.reference = self._reference_from(losses)  # no baseline: anchored on the first good trial
-        if losses is None:
-            if self.reference is None:
-                return  # nothing sensible to tell yet: the proposal simply stays un-told
+        if losses is None and opt.penalise_failures and self.reference is not None:
             losses = [r + 0.5 * max(abs(r), 1e-6) for r in self.reference]
-        if multi and not self._told_reference:
-            opt.tell(ng.p.MultiobjectiveReference(), list(self.reference))
+        if self.reference is not None and not self._told_reference:
+            opt.set_reference(list(self.reference))
             self._told_reference = True
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            opt.tell(candidate, losses if multi else losses[0])
-
-    def _ask_as(self, opt, value: dict[str, Any]):
-        """The candidate for a known value (replaying the ledger): suggest it, then ask it back."""
-        opt.suggest(value)
-        return opt.ask()
+        tell(candidate, losses)
 
     # ---- one trial ---------------------------------------------------------------------------
     def _trial(self, index: int, value: dict[str, Any]) -> Trial:
