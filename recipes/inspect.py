@@ -29,6 +29,7 @@ from modules.student_costs import flops, num_parameters
 from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
+from recipes.shipping import save_for_serving
 from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     _print_report(teacher, config, stats, metrics)
 
     if recipe.save_student:
-        student.save_pretrained(run_dir / "student")
-        teacher.tokenizer.save_pretrained(run_dir / "student")
+        save_for_serving(student, teacher.tokenizer, run_dir / "student")
         log.info(
             "initialised student saved to %s (AutoModel.from_pretrained after `import modules`)",
             run_dir / "student",
