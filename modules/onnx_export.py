@@ -9,7 +9,10 @@ forward pass. ``onnx`` and ``onnxruntime`` are optional: ``require_onnx`` names 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +130,26 @@ def quantize_int8(path: str | Path, out: str | Path) -> Path:
 
     quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
     return Path(out)
+
+
+def onnx_runner(model: nn.Module, inputs: dict[str, torch.Tensor], int8: bool = False,
+                threads: int | None = None) -> Callable[[], Any]:  # fmt: skip
+    """A zero-argument callable that runs ``model`` exported to ONNX (int8-quantised if ``int8``) in an ONNX Runtime
+    CPU session on ``inputs`` (missing ``token_type_ids`` are zeros): what callbacks/latency.py times.
+
+    Raises:
+        RuntimeError: onnx or onnxruntime is not installed (checked before exporting), or ``inputs`` are not on CPU.
+    """
+    backend = "latency.backend=onnxruntime" + ("-int8" if int8 else "")
+    require_onnx(backend)
+    if any(v.device.type != "cpu" for v in inputs.values()):
+        raise RuntimeError(f"{backend} times ONNX Runtime's CPU session; set latency.device=cpu")
+    folder = Path(tempfile.mkdtemp(prefix="latency-onnx-"))
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
+    export_onnx(copy.deepcopy(model), folder / "model.onnx", vocab)
+    path = quantize_int8(folder / "model.onnx", folder / "model.int8.onnx") if int8 else folder / "model.onnx"
+    session = onnx_session(path, threads)
+    feeds = {"token_type_ids": torch.zeros_like(inputs["input_ids"]), **inputs}
+    wanted = {i.name for i in session.get_inputs()}
+    arrays = {k: v.numpy() for k, v in feeds.items() if k in wanted}
+    return lambda: session.run(None, arrays)

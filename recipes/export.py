@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from omegaconf import MISSING
 from transformers import AutoConfig, AutoTokenizer
 
 import modules  # noqa: F401  (registers the student and the AdaBERT child with the Auto classes)
@@ -52,7 +51,7 @@ class ExportConfig:
     """Hydra schema of recipe=export."""
 
     name: str = "export"
-    model: str = MISSING  # a saved model dir (<run dir>/student, <run dir>/model) or `teacher` (the teacher group's)
+    model: str = "teacher"  # the teacher group's model, or a saved model dir (<run dir>/student, <run dir>/model)
     opset: int = 17
     int8: bool = True  # also write model.int8.onnx (onnxruntime's dynamic quantisation, int8 weights)
     tolerance: float = 1e-4  # max |ONNX Runtime - PyTorch| accepted for the fp32 graph
