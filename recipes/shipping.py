@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 
 from callbacks.latency import resolve_device
 from callbacks.latency_cache import device_fingerprint
-from modules.portable import save_for_serving as save_for_serving  # re-exported: the recipes' one import
+from modules.portable import save_for_serving as save_for_serving
+from modules.student_blocks import student_name, unchecked_block  # re-exported: the recipes' one import
 from reports.model_card import ModelCard, write_card
 
 PIPELINE_TAGS = {"ForPreTraining": "fill-mask", "ForMaskedLM": "fill-mask", "ForSequenceClassification":
@@ -27,6 +28,15 @@ def run_command() -> str:
     if HydraConfig.initialized():
         return shlex.join(["python", "run.py", *HydraConfig.get().overrides.task])
     return shlex.join(["python", *sys.argv])
+
+
+def model_name(saved: dict) -> str:
+    """A saved config.json's model, named: the student's paper name, ``BERT-L<layers>-H<width>``, or its type."""
+    if saved.get("blocks"):
+        return student_name([unchecked_block(b) for b in saved["blocks"]])
+    if saved.get("model_type") == "bert":
+        return f"BERT-L{saved.get('num_hidden_layers')}-H{saved.get('hidden_size')}"
+    return str(saved.get("model_type", "model"))
 
 
 def _limitations(kind: str, loading: str, metrics: dict[str, float]) -> list[str]:
@@ -73,7 +83,7 @@ def write_run_card(directory: str | Path, cfg: Any, metrics: dict[str, float], k
         budget = f"{int(metrics.get('steps', 0))} optimizer steps, batch {cfg.data.batch_size} x {cfg.data.max_seq_len} tokens"
     elif kind == "finetune":
         recipe = cfg.recipe
-        name = cfg.teacher.name_or_path if recipe.model == "teacher" else Path(recipe.model).parent.name or recipe.model
+        name = model_name(saved)
         data = task
         method = (f"Fine-tuned from `{recipe.model}` on {task}"
                   + (f" with task KD (gamma {recipe.task_kd.gamma})." if metrics.get("task_kd/gamma") else "."))  # fmt: skip
@@ -84,12 +94,14 @@ def write_run_card(directory: str | Path, cfg: Any, metrics: dict[str, float], k
         method = (f"AdaBERT (differentiable CNN search guided by the teacher, efficiency weight beta={cfg.recipe.beta}), "
                   "derived child retrained with KD.")  # fmt: skip
         budget = f"{cfg.recipe.search_epochs} search + {cfg.recipe.retrain_epochs} retrain epochs"
+    measured = metrics.get("latency/p50_ms") is not None  # else the device may not even exist here (cuda)
     threads = cfg.latency.threads or torch.get_num_threads()
+    device = device_fingerprint(resolve_device(cfg.latency.device), threads) if measured else ""
     card = ModelCard(
         name=name, architecture=architecture, loading=loading, pipeline_tag=tag, teacher=cfg.teacher.name_or_path,
         data=data, method=method, budget=budget, metrics=metrics, command=run_command(),
         params=metrics.get("params"), flops_per_seq=metrics.get("flops_per_seq@128"),
-        latency_ms=metrics.get("latency/p50_ms"), latency_device=device_fingerprint(resolve_device(cfg.latency.device), threads),
+        latency_ms=metrics.get("latency/p50_ms"), latency_device=device,
         latency_backend=cfg.latency.backend, latency_shape=f"batch {cfg.latency.batch_size} x {cfg.latency.seq_len} tokens",
         limitations=_limitations(kind, loading, metrics), labels=labels,
     )  # fmt: skip

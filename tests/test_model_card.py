@@ -54,3 +54,12 @@ def test_stock_card_needs_no_remote_code_and_unmeasured_says_so() -> None:
 def test_unknown_loading_is_refused() -> None:
     with pytest.raises(ValueError, match="loading must be one of"):
         render_card(card(loading="pickle"))
+
+
+def test_saved_models_are_named_from_their_config() -> None:
+    from recipes.shipping import model_name
+
+    block = {"hidden_size": 256, "bottleneck_size": 128, "num_heads": 4, "intermediate_size": 512, "num_ffn": 2}
+    assert model_name({"blocks": [block] * 4}) == "Model_256_128_4_512_2x4"
+    assert model_name({"model_type": "bert", "num_hidden_layers": 6, "hidden_size": 384}) == "BERT-L6-H384"
+    assert model_name({"model_type": "adabert"}) == "adabert"
