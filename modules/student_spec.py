@@ -1,6 +1,8 @@
 """What a student is, as data: the five factors of a block (AutoDistill Table 1), the ``student`` config group's
 schema, and the paper's model names (``Model_512_128_1_640_2``). No nn.Module here: the search space and configs
 read it without building a model; ``StudentConfig.from_spec`` (modules/student.py) turns a spec into a model config.
+The block factors and names live in modules/student_blocks.py (standard library only: it is copied beside saved
+weights) and are re-exported here.
 """
 
 from __future__ import annotations
