@@ -66,6 +66,7 @@ RECIPES: dict[str, RecipeEntry] = {
     "adabert": RecipeEntry("recipes.adabert", "AdaBertRecipeConfig", "task-adaptive CNN students by NAS"),
     "inspect": RecipeEntry("recipes.inspect", "InspectConfig", "teacher + student, one forward"),
     "latency": RecipeEntry("recipes.latency", "LatencyRecipeConfig", "measured latency vs params/FLOPs"),
+    "export": RecipeEntry("recipes.export", "ExportConfig", "ONNX (+ int8) of a saved model, checked"),
 }
 
 log = logging.getLogger("run")

@@ -20,7 +20,6 @@ once per device. Names a search reads (see the sweeper): ``latency/p50_ms`` and 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import os
 import resource
@@ -38,6 +37,7 @@ from callbacks.latency_config import BACKENDS, LatencyConfig  # noqa: F401  (pub
 from callbacks.progress import MeasureBar
 from core.assets import resolve_path
 from core.dtypes import DTYPES
+from modules.onnx_export import onnx_runner
 from modules.student import StudentConfig, StudentModel
 
 log = logging.getLogger(__name__)
@@ -116,19 +116,13 @@ def prepare(model: nn.Module, cfg: LatencyConfig, device: torch.device, inputs: 
     if cfg.backend == "compile":
         compiled = torch.compile(model)
         return lambda: compiled(**inputs)
-    # onnxruntime: export once, run the session on the same inputs.
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        raise RuntimeError("latency.backend=onnxruntime needs `pip install onnxruntime onnx` (not installed)")
-    import tempfile
-
-    import onnxruntime as ort
-
-    path = Path(tempfile.mkdtemp()) / "model.onnx"
-    names = list(inputs)
-    torch.onnx.export(model, (), str(path), kwargs=inputs, input_names=names, dynamo=False)
-    session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
-    feeds = {k: v.cpu().numpy() for k, v in inputs.items()}
-    return lambda: session.run(None, feeds)
+    if cfg.backend == "torch-int8":  # int8 weights of every Linear, activations quantised per call (CPU kernels)
+        if device.type != "cpu":
+            raise RuntimeError("latency.backend=torch-int8 runs on CPU only; set latency.device=cpu")
+        quantized = torch.ao.quantization.quantize_dynamic(model.float(), {nn.Linear}, dtype=torch.qint8)
+        return lambda: quantized(**inputs)
+    # onnxruntime(-int8): export once (modules/onnx_export.py), time ONNX Runtime's CPU session on the same inputs.
+    return onnx_runner(model, inputs, int8=cfg.backend == "onnxruntime-int8", threads=torch.get_num_threads())
 
 
 def time_calls(fn, device: torch.device, warmup: int, repeats: int, tick=lambda: None) -> list[float]:

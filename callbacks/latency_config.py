@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from core.dtypes import DTYPE_NAMES
 
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "torch-int8")  # int8: dynamic quantisation
 
 
 @dataclass
@@ -18,7 +18,7 @@ class LatencyConfig:
     dtype: str = "float32"
     batch_size: int = 1  # the paper measures serving latency at batch 1
     seq_len: int = 128
-    backend: str = "eager"  # eager | compile (torch.compile) | onnxruntime
+    backend: str = "eager"  # eager | compile (torch.compile) | onnxruntime | onnxruntime-int8 | torch-int8 (CPU)
     warmup: int = 10
     repeats: int = 50  # timed passes per round
     rounds: int = 3  # p50 = median of the rounds' medians: a burst of machine noise moves one round, not the result

@@ -19,7 +19,10 @@ every logit through the straight-through weights.
     cell output = sum_i softmax(w)_i * node_i                        (attentive sum over the nodes)
 
 Importing this module registers the child with ``transformers``' Auto classes (``model_type: adabert``), so
-``AutoModelForSequenceClassification.from_pretrained(<dir>)`` loads a derived student after ``import modules``.
+``AutoModelForSequenceClassification.from_pretrained(<dir>)`` loads a derived student after ``import modules.auto`` (or ``modules.adabert``).
+``save_pretrained`` also writes ``auto_map`` and copies this file and adabert_ops.py beside the weights
+(``register_for_auto_class``), so a child loads without this project with ``trust_remote_code=True``: this file
+imports only torch, transformers and (relatively) adabert_ops.py.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from modules.adabert_ops import (
+# Relative on purpose: save_pretrained copies this file and adabert_ops.py (torch only) beside a child's weights.
+from .adabert_ops import (
     OP_NAMES,
     OPS,
     ConvOp,
@@ -282,5 +286,12 @@ def pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
-AutoConfig.register(AdaBertConfig.model_type, AdaBertConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(AdaBertConfig, AdaBertForSequenceClassification, exist_ok=True)
+# save_pretrained copies this file (and its relative imports) beside the weights and names it in auto_map.
+AdaBertConfig.register_for_auto_class("AutoConfig")
+AdaBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+if __package__ == "modules":
+    # Only the project's import registers the model type locally; a copy loaded from a saved dir must not replace
+    # the project's classes for later loads in the process.
+    AutoConfig.register(AdaBertConfig.model_type, AdaBertConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(AdaBertConfig, AdaBertForSequenceClassification, exist_ok=True)

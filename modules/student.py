@@ -24,7 +24,11 @@ The spec (``BlockSpec``, ``StudentSpec``, names) is in modules/student_spec.py, 
 counts in modules/student_costs.py, and the embedding initialisation from a teacher in modules/embedding_init.py.
 
 Importing this module registers the classes with ``transformers``' Auto* factories, so a saved
-student loads with ``AutoModel.from_pretrained(dir)`` (and the head classes) after ``import modules``.
+student loads with ``AutoModel.from_pretrained(dir)`` (and the head classes) after ``import modules.auto`` (or ``modules.student``). Every
+``save_pretrained`` also writes ``auto_map`` into config.json and copies this file and student_blocks.py beside the
+weights (``register_for_auto_class``: transformers' own custom-code saving), so the dir loads without this project
+through ``AutoModel*.from_pretrained(dir, trust_remote_code=True)``. Hence this file imports only torch,
+transformers and (relatively) student_blocks.py.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from modules.student_spec import BlockSpec, StudentSpec, block_problem, student_name, unchecked_block
+# Relative on purpose: save_pretrained copies this file and its relative imports beside the weights
+# (transformers' custom_object_save), where `modules` does not exist; student_blocks.py is standard library only.
+from .student_blocks import BlockSpec, block_problem, student_name, unchecked_block
 
 
 class StudentConfig(PreTrainedConfig):
@@ -85,8 +91,9 @@ class StudentConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     @classmethod
-    def from_spec(cls, spec: StudentSpec, vocab_size: int | None = None, **kwargs: Any) -> StudentConfig:
-        """The HF config of the student ``spec`` describes (``kwargs`` go to the config, e.g. ``num_labels``).
+    def from_spec(cls, spec: Any, vocab_size: int | None = None, **kwargs: Any) -> StudentConfig:
+        """The HF config of the student ``spec`` (a ``modules.student_spec.StudentSpec``) describes (``kwargs`` go to
+        the config, e.g. ``num_labels``).
 
         Args:
             vocab_size: the teacher tokenizer's vocabulary size; must agree with ``student.vocab_size`` if set.
@@ -353,6 +360,12 @@ class StudentPreTrainedModel(PreTrainedModel):
     base_model_prefix = "student"
     main_input_name = "input_ids"
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.save_pretrained`` with ``auto_map`` naming every student class, not only this one: a
+        classifier dir then also loads through ``AutoModel`` (the encoder) with ``trust_remote_code=True``."""
+        self.config.auto_map = auto_map()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # BERT's initialisation: N(0, initializer_range) for dense and embeddings, LN at identity.
@@ -599,12 +612,34 @@ class StudentForQuestionAnswering(StudentPreTrainedModel):
 
 
 # --------------------------------------------------------------------------------------------------
-# Hugging Face Auto* registration: `import modules` is enough for AutoModel.from_pretrained(student_dir).
+# Hugging Face Auto* classes: `import modules.auto` (or this module) registers them locally; save_pretrained writes them as auto_map.
 # --------------------------------------------------------------------------------------------------
 
-AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
-AutoModel.register(StudentConfig, StudentModel, exist_ok=True)
-AutoModelForPreTraining.register(StudentConfig, StudentForPreTraining, exist_ok=True)
-AutoModelForMaskedLM.register(StudentConfig, StudentForMaskedLM, exist_ok=True)
-AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification, exist_ok=True)
-AutoModelForQuestionAnswering.register(StudentConfig, StudentForQuestionAnswering, exist_ok=True)
+AUTO_CLASSES: dict[str, type] = {
+    "AutoConfig": StudentConfig,
+    "AutoModel": StudentModel,
+    "AutoModelForPreTraining": StudentForPreTraining,
+    "AutoModelForMaskedLM": StudentForMaskedLM,
+    "AutoModelForSequenceClassification": StudentForSequenceClassification,
+    "AutoModelForQuestionAnswering": StudentForQuestionAnswering,
+}
+
+
+def auto_map() -> dict[str, str]:
+    """config.json's ``auto_map``: Auto class name -> ``<file stem>.<class>`` of the code copied beside the weights."""
+    return {auto: f"{cls.__module__.split('.')[-1]}.{cls.__name__}" for auto, cls in AUTO_CLASSES.items()}
+
+
+for _auto, _cls in AUTO_CLASSES.items():
+    # save_pretrained then copies this file (and its relative imports) beside the weights: custom_object_save.
+    _cls.register_for_auto_class(_auto)
+
+if __package__ == "modules":
+    # Only the project's import registers the model type locally. A copy loaded from a saved dir (package
+    # transformers_modules.*) must not: it would replace the project's classes for every later load in the process.
+    AutoConfig.register(StudentConfig.model_type, StudentConfig, exist_ok=True)
+    AutoModel.register(StudentConfig, StudentModel, exist_ok=True)
+    AutoModelForPreTraining.register(StudentConfig, StudentForPreTraining, exist_ok=True)
+    AutoModelForMaskedLM.register(StudentConfig, StudentForMaskedLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification, exist_ok=True)
+    AutoModelForQuestionAnswering.register(StudentConfig, StudentForQuestionAnswering, exist_ok=True)

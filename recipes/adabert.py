@@ -16,9 +16,9 @@ Reads top to bottom:
    the same loss minus L_E; the best-dev child is saved in HF format (``student/``) with the task's label
    names. Every evaluated child, in the search too, first has its BatchNorm statistics recomputed on
    training batches (``recalibrate_batchnorm``): the saved child scores what was reported;
-5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up;
-   ``report.md`` with the derived cell as text and a picture, probe accuracies, the search trajectory
-   (reports/adabert.py). Step 2's code: modules/adabert_knowledge.py.
+5. evaluate: dev and test metrics, params, FLOPs, measured latency of child and teacher, speed-up; ``report.md``
+   with the derived cell as text and a picture, probe accuracies, the search trajectory (reports/adabert.py);
+   the child's model card. Step 2's code: modules/adabert_knowledge.py.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from recipes.common import build_logger, build_trainer, finish_run, write_metric
 from recipes.config import RunConfig
 from recipes.schemas import AdaBertRecipeConfig  # noqa: F401  (public here too)
 from recipes.schemas import AdaBertTeacherFinetuneConfig as TeacherFinetuneConfig  # noqa: F401
+from recipes.shipping import save_for_serving, write_run_card
 from recipes.tracking import tracked
 from reports.adabert import AdaBertReport, AdaBertSettings, write_report
 
@@ -164,9 +165,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
         factorise_embeddings(child, teacher)
     student_dir = run_dir / "student"
 
-    def save_child(best: dict[str, float]) -> None:
-        child.save_pretrained(student_dir)
-        tokenizer.save_pretrained(student_dir)
+    def save_child(best: dict[str, float]) -> None:  # with adabert.py's code beside the weights
+        save_for_serving(child, tokenizer, student_dir)
 
     retrain_plan = StagePlan(run_dir / "retrain", recipe.retrain_epochs, beta=0.0, on_best=save_child)
     retrain = train_stage(cfg, child, inputs, retrain_plan)
@@ -185,6 +185,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     metrics["run_dir_mb"] = finish_run(run_dir, [run_dir / s / "checkpoints" for s in ("search", "retrain")], cfg.keep_checkpoints)
     write_report(run_dir, AdaBertReport(AdaBertSettings.from_run(cfg), arch, metrics, knowledge.probe_dev_acc,
                                         search.module.history))  # fmt: skip
+    write_run_card(student_dir, cfg, metrics, "adabert")
     return write_metrics(run_dir, metrics)
 
 
@@ -302,10 +303,7 @@ def evaluate_test_split(
 
 
 def size_and_speed(
-    cfg: RunConfig,
-    best: AdaBertForSequenceClassification,
-    teacher: torch.nn.Module,
-    arch: DerivedArchitecture,
+    cfg: RunConfig, best: AdaBertForSequenceClassification, teacher: torch.nn.Module, arch: DerivedArchitecture
 ) -> dict[str, float]:
     """K, params (with and without embeddings), FLOPs and compression of the child against the teacher; with
     ``recipe.measure_latency`` both measured on ``latency.device`` and the speed-up."""

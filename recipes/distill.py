@@ -4,10 +4,9 @@
     python run.py recipe=regular_distill               # the full budget: train the winners
     python run.py recipe=flash_distill experiment=autodistill_paper   # 24 blocks, 37k steps, on GPUs
 
-Reads top to bottom: teacher -> data -> student (embeddings from the teacher) -> layer map and
-schedule (K progressive block stages, then pre-training distillation, at progressive_ratio) ->
-LightningModule with the loss mix -> callbacks (progressive freezing, checkpoints) -> Trainer
-(resumes from <run dir>/checkpoints/last.ckpt when it exists) -> metrics.json + student in HF format.
+Reads top to bottom: teacher -> data -> student (embeddings from the teacher) -> layer map and schedule (K block
+stages, then pre-training distillation) -> LightningModule with the loss mix -> callbacks -> Trainer (resumes from
+checkpoints/last.ckpt) -> metrics.json + the student in HF format (loads anywhere: modules/portable.py), its card.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from modules.teacher_cache import TeacherCache, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
 from recipes.config import RunConfig
 from recipes.schemas import BUDGETS, DistillConfig  # noqa: F401  (public here too)
+from recipes.shipping import save_for_serving, write_run_card
 from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
         metrics.update(measure_latency(config, cfg.latency).as_metrics())
     if recipe.probe.enabled:  # seconds: one pass over ~3k task rows and a convex fit
         metrics.update(linear_probe(student.student, cfg.task, teacher.tokenizer, recipe.probe))
-    if recipe.save_student:
-        student.save_pretrained(run_dir / "student")
-        teacher.tokenizer.save_pretrained(run_dir / "student")
+    if recipe.save_student:  # loads anywhere: stock BERT, or its code beside the weights; with a model card
+        save_for_serving(student, teacher.tokenizer, run_dir / "student")
+        write_run_card(run_dir / "student", cfg, metrics, "distill")
     metrics["run_dir_mb"] = finish_run(run_dir, [run_dir / "checkpoints"], cfg.keep_checkpoints)
     _print_summary(config.name, metrics, run_dir, recipe.save_student)
     return write_metrics(run_dir, metrics)

@@ -54,6 +54,7 @@ from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 from recipes.schemas import FinetuneConfig, TaskKDConfig  # noqa: F401  (public here too)
+from recipes.shipping import save_for_serving, write_run_card
 from recipes.task_kd import check_kd_teacher, load_kd_teacher, require_head  # noqa: F401  (public here too)
 from recipes.tracking import tracked
 from reports.predictions import write_predictions
@@ -118,8 +119,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
 
     def save_best(best: dict[str, float]) -> None:  # the best-dev model, in HF format
         if recipe.save_model and trainer.is_global_zero:
-            model.save_pretrained(model_dir)
-            tokenizer.save_pretrained(model_dir)
+            save_for_serving(model, tokenizer, model_dir)  # stock BERT, or the code beside the weights
 
     module.on_best = save_best
     checkpoints = run_dir / "checkpoints"  # last.ckpt with the best-dev state: a killed / requeued run resumes
@@ -156,6 +156,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     log.info("best dev: %s", {k: round(v, 4) for k, v in module.best.items()})
     if not trainer.is_global_zero:
         return metrics
+    if recipe.save_model and model_dir.exists():
+        write_run_card(model_dir, cfg, metrics, "finetune")
     metrics["run_dir_mb"] = common.finish_run(run_dir, [checkpoints], cfg.keep_checkpoints)
     return write_metrics(run_dir, metrics)
 

@@ -30,6 +30,7 @@ from modules.teacher import Teacher, load_teacher
 from recipes.common import write_metrics
 from recipes.config import RunConfig
 from recipes.schemas import InspectConfig  # noqa: F401  (public here too)
+from recipes.shipping import save_for_serving
 from recipes.tracking import tracked
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,9 @@ def run(cfg: RunConfig) -> dict[str, float]:
     _print_report(teacher, config, stats, metrics)
 
     if recipe.save_student:
-        student.save_pretrained(run_dir / "student")
-        teacher.tokenizer.save_pretrained(run_dir / "student")
+        save_for_serving(student, teacher.tokenizer, run_dir / "student")
         log.info(
-            "initialised student saved to %s (AutoModel.from_pretrained after `import modules`)",
+            "initialised student saved to %s (AutoModel.from_pretrained after `import modules.auto`, or anywhere with trust_remote_code=True)",
             run_dir / "student",
         )
     return write_metrics(run_dir, metrics)

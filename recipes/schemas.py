@@ -326,3 +326,25 @@ class LatencyRecipeConfig:
             BlockSpec.from_name(name)  # fails here, naming the bad entry, before anything is measured
         if self.sample is not None and self.sample < 1:
             raise ValueError(f"recipe.sample must be >= 1 or null (all), got {self.sample}")
+
+
+@dataclass
+class ExportConfig:
+    """Hydra schema of recipe=export."""
+
+    name: str = "export"
+    model: str = "teacher"  # the teacher group's model, or a saved model dir (<run dir>/student, <run dir>/model)
+    opset: int = 17
+    int8: bool = True  # also write model.int8.onnx (onnxruntime's dynamic quantisation, int8 weights)
+    tolerance: float = 1e-4  # max |ONNX Runtime - PyTorch| accepted for the fp32 graph
+    evaluate: bool = True  # a classifier: dev accuracy of PyTorch, fp32 and int8 ONNX on the task group's data
+    check_batch_size: int = 3  # the check runs another shape than the export's (2 x 16): the axes are dynamic
+    check_seq_len: int = 40
+
+    def __post_init__(self) -> None:
+        if not self.tolerance > 0:
+            raise ValueError(f"recipe.tolerance must be > 0, got {self.tolerance}")
+        if self.opset < 14:
+            raise ValueError(f"recipe.opset must be >= 14 (scaled_dot_product_attention), got {self.opset}")
+        if self.check_batch_size < 1 or self.check_seq_len < 2:
+            raise ValueError("recipe.check_batch_size must be >= 1 and recipe.check_seq_len >= 2")

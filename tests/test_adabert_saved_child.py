@@ -65,6 +65,11 @@ def test_saved_child_scores_what_the_recipe_reports_and_keeps_label_names(
         config = json.loads((model_dir / "config.json").read_text())
         assert config["id2label"] == {"0": "neg", "1": "pos"}, model_dir
         assert config["label2id"] == {"neg": 0, "pos": 1}, model_dir
+    # Ships: the child's code beside its weights, and a model card with its dev accuracy and labels.
+    assert {p.name for p in student.glob("*.py")} == {"adabert.py", "adabert_ops.py"}
+    card = (student / "README.md").read_text()
+    assert "AdaBERT child" in card and f"| validation | acc | {metrics['val/acc']:.4f} |" in card
+    assert "Labels (id order): neg, pos" in card
 
 
 def test_recalibration_replaces_running_statistics_by_the_training_batches() -> None:

@@ -43,6 +43,10 @@ def test_finetuned_classifier_keeps_string_label_names(
 ) -> None:
     id2label, label2id = finetuned_labels(tiny_teacher_dir, named_sentiment_tsv, tmp_path)
     assert id2label == {"0": "neg", "1": "pos"} and label2id == {"neg": 0, "pos": 1}
+    # ... and so does its model card, beside the validation score it was chosen by
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "Labels (id order): neg, pos" in card and "| validation | score |" in card
+    assert "pipeline_tag: text-classification" in card
 
 
 @pytest.mark.smoke

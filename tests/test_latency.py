@@ -212,13 +212,14 @@ def test_bad_inputs(kwargs, message) -> None:
         LatencyConfig(**kwargs)
 
 
-def test_backend_not_installed(tmp_path) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_backend_not_installed(tmp_path, monkeypatch, backend) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("onnxruntime") is not None:
-        pytest.skip("onnxruntime is installed here")
-    with pytest.raises(RuntimeError, match="pip install onnxruntime onnx"):
-        measure_latency(tiny_config(), fast(tmp_path, backend="onnxruntime"))
+    real = importlib.util.find_spec  # onnxruntime made absent, whether or not it is installed here
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(RuntimeError, match=f"latency.backend={backend} needs onnxruntime: pip install onnxruntime"):
+        measure_latency(tiny_config(), fast(tmp_path, backend=backend))
 
 
 @pytest.mark.smoke

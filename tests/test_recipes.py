@@ -176,6 +176,12 @@ def test_flash_distill_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> N
     assert (run_dir / "csv" / "version_0" / "metrics.csv").exists()  # the default CSV logger
     student = AutoModelForPreTraining.from_pretrained(run_dir / "student")
     assert metrics["params"] == student.student.num_parameters()
+    # Ships: its code beside the weights (auto_map), and a model card with the run's numbers and command.
+    assert {p.name for p in (run_dir / "student").glob("*.py")} == {"student.py", "student_blocks.py"}
+    assert "AutoModelForPreTraining" in json.loads((run_dir / "student" / "config.json").read_text())["auto_map"]
+    card = (run_dir / "student" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: fill-mask\n")
+    assert f"| validation | mlm_acc | {metrics['val/mlm_acc']:.4f} |" in card and "recipe=flash_distill" in card
 
 
 @pytest.mark.smoke
