@@ -82,7 +82,9 @@ def export_onnx(model: nn.Module, path: str | Path, vocab_size: int, opset: int 
         for name, value in zip(names, _NamedOutputs(model, names)(**inputs)):
             axes[name] = {0: "batch", 1: "sequence"} if value.dim() >= 2 and value.shape[1] == 16 else {0: "batch"}
         # The TorchScript exporter: no onnxscript dependency, and it keeps every dynamic axis of these models.
-        torch.onnx.export(_NamedOutputs(model, names), tuple(inputs[n] for n in INPUT_NAMES), str(path),
+        # The wrapper in eval mode: the exporter restores the mode it found when it is done, and a new nn.Module is
+        # in train mode, which would leave `model` with dropout on after the export.
+        torch.onnx.export(_NamedOutputs(model, names).eval(), tuple(inputs[n] for n in INPUT_NAMES), str(path),
                           input_names=list(INPUT_NAMES), output_names=names, dynamic_axes=axes, opset_version=opset,
                           dynamo=False)  # fmt: skip
     return names

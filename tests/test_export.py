@@ -61,6 +61,7 @@ def test_each_kind_exports_with_dynamic_axes_and_matches_pytorch(kind, tmp_path)
     model = build().eval()
     names = export_onnx(model, tmp_path / "model.onnx", VOCAB)
     assert names == expected_names
+    assert not model.training  # the export leaves the model in eval mode (dropout off): dev/acc_torch is measured after
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     for value in graph.input:
         assert [d.dim_param for d in value.type.tensor_type.shape.dim] == ["batch", "sequence"], value.name
