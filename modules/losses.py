@@ -249,9 +249,16 @@ def pretraining_distillation_loss(
     temperature: float = 1.0,
     student_nsp_logits: torch.Tensor | None = None,
     next_sentence_label: torch.Tensor | None = None,
+    mlm_weight: float | None = None,
+    mlm_kd_weight: float | None = None,
+    nsp_weight: float = 1.0,
 ) -> PretrainingLoss:
     """AutoDistill Eq. 3: L_D = α·L_MLM + (1−α)·L_MLM-KD + L_NSP. Without teacher MLM logits the KD term is off and α is effectively 1; without NSP logits
     or labels the NSP term is off.
+
+    With absolute weights (``mlm_weight`` and ``mlm_kd_weight`` instead of α; DistilBERT, Sanh et al. 2019 §3:
+    ``5·L_ce + 2·L_mlm`` at T = 2): L = w_mlm·L_MLM + w_kd·L_MLM-KD + w_nsp·L_NSP, and without teacher logits
+    w_mlm·L_MLM + w_nsp·L_NSP (the weight of L_MLM does not change). ``nsp_weight`` scales L_NSP in both forms.
 
     Args:
         student_mlm_logits: (M, V) at the masked positions.
@@ -259,6 +266,7 @@ def pretraining_distillation_loss(
         teacher_mlm_logits: (M, V), or (M, k) top-k values with ``teacher_topk_indices``.
         student_nsp_logits: (B, 2); next_sentence_label: (B,).
         alpha: weight of the MLM term, in [0, 1]; temperature: of the MLM-KD term.
+        mlm_weight, mlm_kd_weight: absolute weights (both or neither; then α is unused); nsp_weight: of L_NSP.
     Returns:
         the total and each term (scalars).
     """
@@ -268,15 +276,18 @@ def pretraining_distillation_loss(
         else student_mlm_logits.sum() * 0.0
     )
     if teacher_mlm_logits is None:
-        mlm_kd, total = None, mlm
+        mlm_kd, total = None, (mlm if mlm_weight is None else mlm_weight * mlm)
     else:
         mlm_kd = kd_loss(student_logits=student_mlm_logits, teacher_logits=teacher_mlm_logits,
                          temperature=temperature, teacher_topk_indices=teacher_topk_indices)  # fmt: skip
-        total = alpha * mlm + (1.0 - alpha) * mlm_kd
+        if mlm_weight is None:
+            total = alpha * mlm + (1.0 - alpha) * mlm_kd
+        else:
+            total = mlm_weight * mlm + mlm_kd_weight * mlm_kd
     nsp = None
     if student_nsp_logits is not None and next_sentence_label is not None:
         nsp = F.cross_entropy(student_nsp_logits.float(), next_sentence_label)
-        total = total + nsp
+        total = total + nsp_weight * nsp  # 1.0 * nsp == nsp bit for bit: AutoDistill's L_D is unchanged
     return PretrainingLoss(total=total, mlm=mlm, mlm_kd=mlm_kd, nsp=nsp)
 
 

@@ -28,6 +28,7 @@ from transformers import (
 
 from core.assets import resolve_path
 from core.dtypes import DTYPES
+from modules.attention_scores import AttentionScores
 from modules.embedding_init import EmbeddingWeights
 from modules.teacher_config import MLM_HEAD_CHOICES, MLMHeadFitConfig, TeacherConfig  # noqa: F401  (public here too)
 
@@ -47,6 +48,8 @@ class TeacherOutput:
         attentions: L tensors (B, heads, S, S), attention probabilities of each layer.
         mlm_logits: (B, S, V) when the teacher has an MLM head (and it is enabled), else None.
         nsp_logits: (B, 2) when the teacher has an NSP head (and it is enabled), else None.
+        attention_scores: L tensors (B, heads, S, S), the unnormalised scores q·kᵀ/√d of each layer (TinyBERT
+            Eq. 7), only when ``Teacher.capture_attention_scores`` is on, else None.
     """
 
     embeddings: torch.Tensor
@@ -54,6 +57,7 @@ class TeacherOutput:
     attentions: tuple[torch.Tensor, ...]
     mlm_logits: torch.Tensor | None = None
     nsp_logits: torch.Tensor | None = None
+    attention_scores: tuple[torch.Tensor, ...] | None = None
 
 
 class Teacher(nn.Module):
@@ -62,6 +66,8 @@ class Teacher(nn.Module):
     ``fitted_mlm_head`` (None unless ``attach_mlm_head`` set it): an MLM head fitted on this frozen encoder
     (``teacher.mlm_head=fit``, modules/mlm_head.py), read from the last hidden state; ``mlm_head_key`` names
     that fit, so the teacher-output cache keys change with it.
+    ``capture_attention_scores`` (off by default: hooks and L extra (B, heads, S, S) tensors per forward): the
+    forward also returns every layer's unnormalised attention scores (TinyBERT's attention loss reads them).
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class Teacher(nn.Module):
         self.has_nsp_head = has_nsp
         self.fitted_mlm_head: nn.Module | None = None
         self.mlm_head_key: str | None = None
+        self.capture_attention_scores = False
         self.model.requires_grad_(False)
         self.model.eval()
         self._accepts_token_types = "token_type_ids" in inspect.signature(self.model.forward).parameters
@@ -162,7 +169,13 @@ class Teacher(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self._accepts_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        out = self.model(**kwargs, output_hidden_states=True, output_attentions=True, return_dict=True)
+        scores = None
+        if self.capture_attention_scores:
+            with AttentionScores(self.model) as capture:
+                out = self.model(**kwargs, output_hidden_states=True, output_attentions=True, return_dict=True)
+            scores = capture.scores()
+        else:
+            out = self.model(**kwargs, output_hidden_states=True, output_attentions=True, return_dict=True)
         if not out.attentions or any(a is None for a in out.attentions):
             raise RuntimeError(
                 f"teacher {self.config.name_or_path} returned no attention maps: it must be loaded with "
@@ -181,6 +194,7 @@ class Teacher(nn.Module):
             attentions=tuple(out.attentions),
             mlm_logits=mlm_logits,
             nsp_logits=nsp_logits,
+            attention_scores=scores,
         )
 
     def embedding_weights(self) -> EmbeddingWeights:

@@ -144,16 +144,24 @@ class TeacherCache:
             self.bytes += size
 
 
-def pack(out: TeacherOutput, masked: torch.Tensor, topk: int | None, dtype: torch.dtype) -> dict:
+def pack(
+    out: TeacherOutput, masked: torch.Tensor, topk: int | None, dtype: torch.dtype, embeddings: bool = False
+) -> dict:
     """What distillation reads from a teacher output, in the cache's dtype.
 
     Args:
         masked: (B, S) bool, the MLM positions; only their MLM logits are kept ((M, V), or top-k).
+        embeddings: keep the embedding output too ((B, S, D): TinyBERT's embedding term reads it).
+    The unnormalised attention scores are kept whenever the teacher captured them ((L, B, H, S, S)).
     """
     entry = {
         "hidden_states": torch.stack(out.hidden_states).to(dtype),  # (L, B, S, D)
         "attentions": torch.stack(out.attentions).to(dtype),  # (L, B, H, S, S)
     }
+    if out.attention_scores is not None:
+        entry["attention_scores"] = torch.stack(out.attention_scores).to(dtype)  # (L, B, H, S, S)
+    if embeddings:
+        entry["embeddings"] = out.embeddings.to(dtype)  # (B, S, D)
     if out.mlm_logits is not None:
         logits = out.mlm_logits[masked]  # (M, V)
         if topk is not None:
@@ -169,9 +177,13 @@ def unpack(entry: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in entry.items()}
 
 
-def lean_targets(out: TeacherOutput, masked: torch.Tensor, topk: int | None) -> dict:
+def lean_targets(out: TeacherOutput, masked: torch.Tensor, topk: int | None, embeddings: bool = False) -> dict:
     """The same targets as ``pack`` without stacking or casting: per-layer tuples, indexed the same way."""
     targets: dict = {"hidden_states": out.hidden_states, "attentions": out.attentions}
+    if out.attention_scores is not None:
+        targets["attention_scores"] = out.attention_scores
+    if embeddings:
+        targets["embeddings"] = out.embeddings
     if out.mlm_logits is not None:
         logits = out.mlm_logits[masked]
         if topk is not None:

@@ -3,8 +3,10 @@
     python run.py recipe=flash_distill                 # 5% of the regular budget: rank candidates
     python run.py recipe=regular_distill               # the full budget: train the winners
     python run.py recipe=flash_distill experiment=autodistill_paper   # 24 blocks, 37k steps, on GPUs
+    python run.py experiment=distilbert          # the survey's pre-training mixes: also tinybert_general, pd_pretrain
 
-Reads top to bottom: teacher -> data -> student (embeddings from the teacher) -> layer map and schedule (K block
+Reads top to bottom: teacher -> data -> student (embeddings from the teacher, or the teacher's own layers with
+``recipe.init``) -> layer map and schedule (K block
 stages, then pre-training distillation) -> LightningModule with the loss mix -> callbacks -> Trainer (resumes from
 checkpoints/last.ckpt) -> metrics.json + the student in HF format (loads anywhere: modules/portable.py), its card.
 """
@@ -20,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from rich.console import Console
@@ -37,6 +40,7 @@ from modules.probe import check_probe_task, linear_probe
 from modules.progressive import progressive_schedule
 from modules.student import StudentConfig, StudentForPreTraining
 from modules.student_costs import flops, num_parameters
+from modules.student_from_teacher import plan_layers, truncated_pretraining_student
 from modules.teacher import Teacher, check_positions, load_teacher, read_teacher_config
 from modules.teacher_cache import TeacherCache, teacher_fingerprint
 from recipes.common import build_logger, build_trainer, finish_run, write_metrics
@@ -58,6 +62,9 @@ def check_compatible(cfg: RunConfig) -> None:
                 f"trainer.{name} is set by the recipe (steps: recipe.regular_steps x recipe.flash_fraction; "
                 f"validation: recipe.val_every_n_steps); leave trainer.{name} at {unset}"
             )
+    if recipe.init.enabled:  # the student is the teacher's shape: checked against the teacher instead
+        check_truncation(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else [])
+        return
     if cfg.data.max_seq_len > cfg.student.max_position_embeddings:
         raise ValueError(
             f"data.max_seq_len={cfg.data.max_seq_len} exceeds student.max_position_embeddings="
@@ -80,6 +87,33 @@ def check_compatible(cfg: RunConfig) -> None:
             f"{teacher_config.vocab_size} entries: the student reads the teacher tokenizer's ids, so leave "
             "student.vocab_size null"
         )
+
+
+def check_truncation(cfg: RunConfig, overrides: list[str]) -> list[int]:
+    """``recipe.init`` on: the teacher layers it copies (checked against the teacher's config.json), the budget for
+    that depth, and no ``student`` override on the command line (``overrides``), which would go unused.
+
+    Raises:
+        ValueError: naming recipe.init.* (layers outside the teacher, too many for the scheme), the budget, the
+            latency shape, or the student override and how to resolve it.
+    """
+    recipe: DistillConfig = cfg.recipe
+    student_overrides = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] == "student"]
+    if student_overrides:
+        raise ValueError(
+            f"{' '.join(student_overrides)}: recipe.init (truncation init) makes the student the teacher's own layers, "
+            "so the student group is not used; drop the student override, or set recipe.init.num_layers=0 "
+            "recipe.init.layers=null to train the student group's architecture"
+        )
+    teacher_config = read_teacher_config(cfg.teacher)
+    check_positions(f"teacher {cfg.teacher.name_or_path}", teacher_config, {"data.max_seq_len": cfg.data.max_seq_len})
+    if recipe.measure_latency:  # the truncated student embeds as many positions as its teacher
+        check_positions("the truncated student (recipe.init)", teacher_config, {"latency.seq_len": cfg.latency.seq_len})
+    layers = plan_layers(recipe.init, teacher_config.num_hidden_layers)
+    check_step_budget(recipe, len(layers), "the truncated student (recipe.init)")
+    if recipe.probe.enabled:
+        check_probe_task(cfg.task, teacher_config.max_position_embeddings)
+    return layers
 
 
 def check_step_budget(recipe: DistillConfig, num_blocks: int, student: str) -> None:
@@ -146,8 +180,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     data = PretrainingDataModule(cfg.data, teacher.tokenizer)
     # teacher.mlm_head=fit: a head-less teacher gets BERT's MLM head, fitted on these batches (cached).
     head_fit = attach_fitted_mlm_head(teacher, cfg.teacher, data)
-    if not teacher.has_mlm_head:  # then the KD term of L_D is off (α -> 1)
-        log.info("L_MLM-KD disabled (the teacher has no MLM head): L_D = L_MLM + L_NSP")
+    check_mlm_logits(cfg, teacher)
+    log.info("pre-training objective: %s", recipe.losses.describe(teacher.has_mlm_head))
 
     # Student: embeddings copied from the teacher, resampled to the student's width.
     student = build_student(cfg, teacher)
@@ -209,9 +243,37 @@ def run(cfg: RunConfig) -> dict[str, float]:
     return write_metrics(run_dir, metrics)
 
 
+def check_mlm_logits(cfg: RunConfig, teacher: Teacher) -> None:
+    """Before training: a mix with a soft-target MLM term on a teacher without MLM logits. AutoDistill's α mix and a
+    teacher with ``teacher.mlm_head=false`` run without it (one log line); an absolute ``recipe.losses.mlm_kd``
+    (DistilBERT's 5) otherwise fails, naming the fixes.
+
+    Raises:
+        ValueError: ``recipe.losses.mlm_kd`` > 0, the teacher has no MLM head and ``teacher.mlm_head`` is not false.
+    """
+    w = cfg.recipe.losses
+    if teacher.has_mlm_head or not w.wants_mlm_kd():
+        return
+    if w.absolute and cfg.teacher.mlm_head is not False:
+        raise ValueError(
+            f"recipe.losses.mlm_kd={w.mlm_kd} needs the teacher's MLM logits, but teacher {cfg.teacher.name_or_path} "
+            "has no MLM head: set teacher.mlm_head=fit (fits one on the corpus, cached), or run without the "
+            "soft-target term with recipe.losses.mlm_kd=0 or teacher.mlm_head=false"
+        )
+    why = "teacher.mlm_head=false" if cfg.teacher.mlm_head is False else "the teacher has no MLM head"
+    log.info("L_MLM-KD disabled (%s): the soft-target MLM term is off; teacher.mlm_head=fit gives it one", why)
+
+
 def build_student(cfg: RunConfig, teacher: Teacher) -> StudentForPreTraining:
     """The student of ``cfg.student`` on the teacher's vocabulary, its embeddings initialised from the
-    teacher's (resampled to its width) unless ``student.init_embeddings_from_teacher`` is off."""
+    teacher's (resampled to its width) unless ``student.init_embeddings_from_teacher`` is off; with ``recipe.init``
+    the teacher itself with the chosen layers (``modules.student_from_teacher``)."""
+    if cfg.recipe.init.enabled:
+        layers = plan_layers(cfg.recipe.init, teacher.num_layers)
+        student, copied = truncated_pretraining_student(teacher, layers)
+        log.info("truncation init (recipe.init): student = %s; %s; the student group (%s) is not used",
+                 student.config.name, copied, cfg.student.name)  # fmt: skip
+        return student
     hf_config = StudentConfig.from_spec(
         cfg.student,
         vocab_size=teacher.vocab_size, pad_token_id=teacher.tokenizer.pad_token_id
@@ -271,6 +333,9 @@ def build_teacher_cache(
         "batch": [d.batch_size, d.eval_batch_size], "world": world_size, "precision": cfg.trainer.precision,
         "mlm_head": teacher.has_mlm_head, "topk": recipe.mlm_kd_topk, "dtype": recipe.teacher_cache.dtype,
     }  # fmt: skip
+    # What TinyBERT's terms add to an entry; named only when stored, so AutoDistill's keys stay what they were.
+    extras = {"scores": recipe.losses.attention_scores > 0, "embeddings": recipe.losses.embedding > 0}
+    layout.update({k: True for k, on in extras.items() if on})
     layout_hash = hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
     return TeacherCache(
         recipe.teacher_cache, f"{teacher_fingerprint(teacher)}-{data.cache_key()}-{layout_hash}"
@@ -320,7 +385,8 @@ def _print_summary(name: str, metrics: dict[str, float], run_dir: Path, saved_st
     table = Table(title=f"{name}: {metrics['steps']:.0f} steps in {metrics['wall_time_s']:.0f} s")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("val/mlm_acc", "val/nsp_acc", "val/loss", "val/mha", "val/fm", "val/mlm", "val/mlm_kd", "val/nsp", "probe/acc"):  # fmt: skip
+    for key in ("val/mlm_acc", "val/nsp_acc", "val/loss", "val/mha", "val/fm", "val/mlm", "val/mlm_kd", "val/nsp",
+                "val/cos", "val/attn_score", "val/emb", "probe/acc"):  # fmt: skip
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.4f}")
     table.add_row("params", f"{metrics['params'] / 1e6:.2f}M")

@@ -12,7 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from modules.distillation_config import LAYER_MAPS, LossWeights, ProbeConfig, TeacherCacheConfig
+from modules.distillation_config import (
+    LAYER_MAPS,
+    LossWeights,
+    ProbeConfig,
+    TeacherCacheConfig,
+    TruncationInit,
+)
 from modules.student_spec import BlockSpec
 from recipes.config import check_optimizer, check_warmup_fraction
 
@@ -31,6 +37,9 @@ class DistillConfig:
     layer_map: str = "uniform"  # uniform | last | explicit
     layer_map_list: list[int] | None = None
     losses: LossWeights = field(default_factory=LossWeights)
+    # Truncation init (DistilBERT: every other teacher layer): the student is then the teacher's architecture with
+    # these layers copied, and the student group is not used (off: num_layers 0, no layers).
+    init: TruncationInit = field(default_factory=TruncationInit)
     mlm_kd_topk: int | None = None  # distil the teacher's top-k MLM distribution (smaller cache)
     optimizer: Any = field(
         default_factory=lambda: {
@@ -212,6 +221,11 @@ class AutoDistillConfig(DistillConfig):
             raise ValueError(f"recipe.max_selected must be >= 1, got {self.max_selected}")
         if self.baseline is not None:
             BlockSpec.from_name(self.baseline)  # a malformed name fails here, before any work
+        if self.init.enabled:
+            raise ValueError(
+                "recipe.init (truncation init) fixes the student to the teacher's own layers, so there is nothing to "
+                "search: leave it off in recipe=autodistill and run it with recipe=regular_distill (experiment=distilbert)"
+            )
 
     def distill_config(self, budget: str) -> DistillConfig:
         """The flash / regular recipe of one student, from this config's distillation fields."""

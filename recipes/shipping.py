@@ -54,6 +54,19 @@ def _limitations(kind: str, loading: str, metrics: dict[str, float]) -> list[str
     return lines
 
 
+def _distill_method(recipe: Any, had_mlm_kd: bool) -> str:
+    """One sentence on how a distill-recipe student was trained: AutoDistill's schedule, or a survey preset's mix."""
+    w = recipe.losses
+    default = not (w.absolute or w.cosine or w.attention_scores or w.embedding)
+    if default and recipe.progressive_ratio > 0 and not recipe.init.enabled:
+        return ("AutoDistill distillation (progressive layer-wise transfer, then pre-training distillation) of "
+                f"the student template, recipe `{recipe.name}`.")  # fmt: skip
+    init = recipe.init
+    start = (f"truncation init from the teacher's layers ({init.layers or f'{init.num_layers}, {init.scheme}'})"
+             if init.enabled else "the student template")  # fmt: skip
+    return f"Pre-training distillation of {start}, objective {w.describe(had_mlm_kd)}, recipe `{recipe.name}`."
+
+
 def write_run_card(directory: str | Path, cfg: Any, metrics: dict[str, float], kind: str) -> Path:
     """Write ``<directory>/README.md`` for the model a ``kind`` recipe saved there (after ``save_for_serving``).
 
@@ -77,9 +90,9 @@ def write_run_card(directory: str | Path, cfg: Any, metrics: dict[str, float], k
     task = f"task `{cfg.task.name}`"
     if kind == "distill":
         recipe = cfg.recipe
-        name, data = cfg.student.name, f"pre-training corpus `{cfg.data.source}` (MLM + NSP)"
-        method = ("AutoDistill distillation (progressive layer-wise transfer, then pre-training distillation) of "
-                  f"the student template, recipe `{recipe.name}`.")  # fmt: skip
+        name = model_name(saved) if recipe.init.enabled else cfg.student.name
+        data = f"pre-training corpus `{cfg.data.source}` ({'MLM + NSP' if recipe.losses.nsp > 0 else 'MLM'})"
+        method = _distill_method(recipe, 'val/mlm_kd' in metrics)
         budget = f"{int(metrics.get('steps', 0))} optimizer steps, batch {cfg.data.batch_size} x {cfg.data.max_seq_len} tokens"
     elif kind == "finetune":
         recipe = cfg.recipe
