@@ -290,3 +290,22 @@ def test_preset_runs_end_to_end(preset, tiny_teacher_dir, pairs_corpus, tmp_path
         assert saved.config.num_hidden_layers == 1 and saved.config.hidden_size == 32
     if preset == "pd_pretrain":
         assert "val/mha" not in metrics  # the teacher never ran
+
+
+@pytest.mark.smoke
+def test_teacher_cache_stores_tinybert_targets(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
+    """The cache keeps the attention scores and embeddings TinyBERT reads: a cold and a warm float32 run equal an
+    uncached one, and the warm run never calls the teacher; AutoDistill's entries (another key) are not read."""
+    from modules.teacher_cache import MEMORY_STORE
+
+    MEMORY_STORE.clear()
+    common = ["experiment=tinybert_general", "recipe.regular_steps=8", "recipe.measure_latency=false"]
+    cached = ["recipe.teacher_cache.mode=memory", "recipe.teacher_cache.dtype=float32"]
+    distill.run(tiny_run_config(tmp_path / "autodistill", tiny_teacher_dir, pairs_corpus, "recipe.regular_steps=8",
+                                "recipe.measure_latency=false", *cached))  # fmt: skip
+    plain = distill.run(tiny_run_config(tmp_path / "plain", tiny_teacher_dir, pairs_corpus, *common))
+    cold = distill.run(tiny_run_config(tmp_path / "cold", tiny_teacher_dir, pairs_corpus, *common, *cached))
+    warm = distill.run(tiny_run_config(tmp_path / "warm", tiny_teacher_dir, pairs_corpus, *common, *cached))
+    assert cold["teacher_cache/hits"] == 0 and warm["teacher_cache/misses"] == 0
+    assert plain["val/loss"] == cold["val/loss"] == warm["val/loss"]
+    assert plain["val/attn_score"] == warm["val/attn_score"] and plain["val/emb"] == warm["val/emb"]
