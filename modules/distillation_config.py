@@ -80,7 +80,8 @@ class LossWeights:
             mlm, kd = self.mlm, (self.mlm_kd if teacher_has_mlm else 0.0)
         else:
             mlm, kd = (self.alpha, 1 - self.alpha) if teacher_has_mlm else (1.0, 0.0)
-        layerwise = f"Σ_k({self.attention:g}·L_MHA + {self.feature:g}·L_FM)"
+        inner = [f"{w:g}·{n}" for w, n in ((self.attention, "L_MHA"), (self.feature, "L_FM")) if w > 0]
+        layerwise = f"Σ_k({' + '.join(inner) or '0'})"
         for weight, name in ((kd, f"L_MLM-KD(T={self.temperature:g})"), (mlm, "L_MLM"), (self.nsp, "L_NSP"),
                              (self.layerwise_in_pretraining, layerwise), (self.cosine, "L_cos(last hidden)"),
                              (self.attention_scores, "Σ_k L_attn(scores)"), (self.embedding, "L_embd(W_e)")):  # fmt: skip

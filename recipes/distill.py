@@ -192,7 +192,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     schedule = progressive_schedule(config.num_blocks, recipe.total_steps, recipe.progressive_ratio)
     log.info(
         "student %s (%.2fM params) <- teacher layers %s; %d steps: %d per block, %d pre-training",
-        config.name, num_parameters(config) / 1e6, teacher_layers, recipe.total_steps, schedule[0].steps, schedule[-1].steps,
+        config.name, num_parameters(config) / 1e6, teacher_layers, recipe.total_steps,
+        schedule[0].steps if len(schedule) > 1 else 0, schedule[-1].steps,
     )  # fmt: skip
 
     # Callbacks (progressive freezing, a resumable last.ckpt, a progress bar) and the Trainer.
