@@ -74,9 +74,8 @@ def run(cfg: RunConfig) -> dict[str, float]:
     root = Path(recipe.dir).expanduser() if recipe.dir else Path(cfg.run_dir)
     base = base_overrides()
     teacher_model = root / "teacher" / f"seed{recipe.seeds[0]}" / "finetune" / "model"
-    needs_teacher = recipe.task_kd and any(m.name != "teacher" for m in methods)
-    if needs_teacher or "teacher" in recipe.methods:  # the reference row and the task-KD teacher, first
-        methods = [METHODS["teacher"], *[m for m in methods if m.name != "teacher"]]
+    # The teacher's cell always runs first: the reference row, the task-KD teacher, AdaBERT's guide.
+    methods = [METHODS["teacher"], *[m for m in methods if m.name != "teacher"]]
     cells = [(m, seed) for m in methods for seed in recipe.seeds]
     preflight(cfg, recipe, cells, root, base, teacher_model)  # every stage composes, before any training
     started = time.perf_counter()
