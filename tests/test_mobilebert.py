@@ -333,6 +333,24 @@ def test_search_space_offers_the_factors_as_choices() -> None:
         StudentSpace(block=None, factors={"hidden_act": ["relu"]}, params=["student.hidden_act=choice(gelu,relu)"])
 
 
+def test_a_trial_gets_the_chosen_factors(tmp_path) -> None:
+    """recipe=autodistill's trial config carries the proposed factors into the student it distils."""
+    from hydra import compose, initialize_config_dir
+
+    import run
+    from recipes.autodistill import trial_config
+
+    overrides = ["search.space.factors.normalization_type=[layer_norm,no_norm]",
+                 "search.space.factors.hidden_act=[gelu,relu]", "search.space.factors.embedding_size=[null,128]",
+                 "search.space.factors.trigram_input=[false,true]"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(Path(run.__file__).parent / "conf"), version_base="1.3"):
+        base = run.to_run_config(compose("run", overrides=overrides), str(tmp_path))
+    space = base.search.space
+    value = {k: p.options[-1] for k, p in space.parameters().items()}
+    trial = trial_config(base, space.assignments(value), base.recipe.distill_config("flash"), tmp_path / "t")
+    assert {k: getattr(trial.student, k) for k in MOBILEBERT} == {**MOBILEBERT, "embedding_size": 128}
+
+
 @pytest.mark.smoke
 def test_distils_end_to_end(tiny_teacher_dir, pairs_corpus, tmp_path) -> None:
     """Progressive transfer + pre-training distillation of a NoNorm + ReLU + trigram student: the factorised
