@@ -2,7 +2,7 @@
 Model_512_128_4_512_4) with LayerNorm + GELU vs NoNorm + ReLU, each with and without the trigram embedding, in one run.
 
     nice .venv/bin/python benchmarks/mobilebert_opt.py [--device cpu] [--blocks 24] [--repeats 3] [--backend eager]
-        [--threads N] [--passes 50] [--max-cv 0.05] [--max-other-load 0.25 | none]
+        [--threads N] [--warmup 10] [--passes 50] [--max-cv 0.05] [--max-other-load 0.25 | none]
 
 Sun et al. 2020 (MobileBERT §3.4 and its latency table): NoNorm + ReLU ("OPT") cut the latency on a Pixel 4 from
 192 ms to 62 ms at the same FLOPs. Here every variant is measured with the project's ``measure_latency`` (bs1 x 128
@@ -56,12 +56,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per variant")
     parser.add_argument("--backend", default="eager")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's)")
+    parser.add_argument("--warmup", type=int, default=10, help="latency.warmup: untimed passes first")
     parser.add_argument("--passes", type=int, default=50, help="latency.repeats: timed passes per round")
     parser.add_argument("--max-cv", type=float, default=0.05, help="latency.max_cv: re-measure above this spread")
     parser.add_argument("--max-other-load", default="0.25", help="latency.max_other_load; none: never wait or flag")
     args = parser.parse_args()
     other = None if args.max_other_load.lower() in ("none", "null") else float(args.max_other_load)
-    cfg = LatencyConfig(device=args.device, backend=args.backend, threads=args.threads, repeats=args.passes,
+    cfg = LatencyConfig(device=args.device, backend=args.backend, threads=args.threads, warmup=args.warmup, repeats=args.passes,
                         max_cv=args.max_cv, max_other_load=other, cache_path=None)  # fmt: skip
     print(f"load average before: {load_average()}")
     configs = {name: student(args.blocks, factors) for name, factors in VARIANTS.items()}
