@@ -63,6 +63,13 @@ METHODS: dict[str, Method] = {
         (Stage("distill", "pretrain", ("recipe=regular_distill", "student=mobilebert_baseline", "student.num_blocks=4")),
          _student_finetune()),
     ),
+    "mobilebert": Method(
+        "mobilebert",
+        "MobileBERT (Sun et al. 2020): the same bottleneck blocks with its operational optimisations (NoNorm, ReLU) "
+        "and the factorised trigram embedding (student=mobilebert), at the demo depth",
+        (Stage("distill", "pretrain", ("recipe=regular_distill", "student=mobilebert", "student.num_blocks=4")),
+         _student_finetune()),
+    ),
     "autodistill": Method(
         "autodistill",
         "AutoDistill (Zhang et al. 2022): search with measured latency, the front's student regular-distilled and "
