@@ -67,6 +67,8 @@ RECIPES: dict[str, RecipeEntry] = {
     "inspect": RecipeEntry("recipes.inspect", "InspectConfig", "teacher + student, one forward"),
     "latency": RecipeEntry("recipes.latency", "LatencyRecipeConfig", "measured latency vs params/FLOPs"),
     "export": RecipeEntry("recipes.export", "ExportConfig", "ONNX (+ int8) of a saved model, checked"),
+    "leaderboard": RecipeEntry("recipes.leaderboard", "LeaderboardConfig", "every method, one budget, one device",
+                               schema_module="recipes.leaderboard_config"),
 }
 
 log = logging.getLogger("run")

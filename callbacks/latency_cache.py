@@ -37,12 +37,21 @@ def device_fingerprint(device: torch.device, threads: int) -> str:
     return f"cpu:{model}:{threads}threads"
 
 
+MOBILEBERT_DEFAULTS = {"normalization_type": "layer_norm", "embedding_size": None, "trigram_input": False}
+
+
 def architecture_id(model: nn.Module) -> str:
     """A student's config (what determines its speed), or for any other module its class and shapes."""
     config = model.config if isinstance(model, StudentModel) else None
     if config is not None:
         keep = ("blocks", "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
-        return json.dumps({k: getattr(config, k) for k in keep}, sort_keys=True)
+        arch = {k: getattr(config, k) for k in keep}
+        # MobileBERT's factors change the speed too; named only where set, so a BERT-style student keeps the key
+        # (and the cached measurement) it had before they existed.
+        for key, default in MOBILEBERT_DEFAULTS.items():
+            if getattr(config, key) != default:
+                arch[key] = getattr(config, key)
+        return json.dumps(arch, sort_keys=True)
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
     # Shapes alone do not tell apart ops without weights (an AdaBERT cell's skip vs pooling): add the config.
     described = getattr(model, "config", None)

@@ -1,7 +1,7 @@
 """Saving a model so it loads anywhere: as stock BERT where the student reduces to one, else with its code.
 
-A student whose blocks are all hidden == bottleneck with one FFN, one width, one head count and one FFN width is
-a plain BERT layer stack (the template's parity test): ``to_stock_bert`` renames its weights into transformers'
+A student whose blocks are all hidden == bottleneck with one FFN, one width, one head count and one FFN width, with
+LayerNorms and an unfactorised embedding, is a plain BERT layer stack (the template's parity test): ``to_stock_bert`` renames its weights into transformers'
 own ``Bert*`` class, which loads with no remote code at all. Every other student, and an AdaBERT child, is saved
 with ``save_pretrained``, which (``register_for_auto_class`` in modules/student.py and modules/adabert.py) writes
 ``auto_map`` and copies the modeling file beside the weights: it loads with ``trust_remote_code=True``.
@@ -47,10 +47,14 @@ def stock_bert_config(config: StudentConfig) -> BertConfig | None:
     """The ``BertConfig`` a student is, or None when it is not a plain BERT layer stack.
 
     It is one when every block has hidden == bottleneck, one FFN, and the blocks share hidden size, heads and
-    FFN width (no transitions): then each block is exactly a BERT layer.
+    FFN width (no transitions): then each block is exactly a BERT layer. MobileBERT's NoNorm and factorised
+    (or trigram) embedding have no BERT twin, so such a student is saved with its code; ReLU has one
+    (``BertConfig.hidden_act="relu"``).
     """
     specs = config.block_specs
     first = specs[0]
+    if config.normalization_type != "layer_norm" or config.factorised_embedding:
+        return None
     if any(b.has_bottleneck or b.num_ffn != 1 for b in specs):
         return None
     if any((b.hidden_size, b.num_heads, b.intermediate_size) != (first.hidden_size, first.num_heads,

@@ -20,6 +20,12 @@ Blocks may differ (a per-block list); where consecutive hidden sizes differ a de
 one to the next. The embedding width is the first block's hidden size and the MLM decoder is tied to
 the word embeddings, as in BERT.
 
+MobileBERT's student-wide factors (Sun et al. 2020 §3.4-3.5; names and maths as in HF's modeling_mobilebert.py):
+``normalization_type="no_norm"`` swaps every LN above (and the embeddings') for NoNorm, h -> γ ∘ h + β;
+``hidden_act="relu"`` the FFNs' GELU for ReLU ("OPT": latency, not FLOPs); ``embedding_size`` E < H_1 narrows the
+word table, and ``trigram_input`` then reads tokens t+1, t, t-1 (a kernel-3 convolution) before a dense map up to
+H_1. Their defaults (layer_norm, gelu, null, false) build exactly the BERT-style template.
+
 The spec (``BlockSpec``, ``StudentSpec``, names) is in modules/student_spec.py, the analytic parameter and FLOP
 counts in modules/student_costs.py, and the embedding initialisation from a teacher in modules/embedding_init.py.
 
@@ -56,13 +62,15 @@ from transformers.utils import ModelOutput
 
 # Relative on purpose: save_pretrained copies this file and its relative imports beside the weights
 # (transformers' custom_object_save), where `modules` does not exist; student_blocks.py is standard library only.
-from .student_blocks import BlockSpec, block_problem, student_name, unchecked_block
+from .student_blocks import BlockSpec, block_problem, factors_problem, student_name, unchecked_block
 
 
 class StudentConfig(PreTrainedConfig):
     """Hugging Face config of a student: what ``save_pretrained`` writes and ``AutoConfig`` reads.
 
-    ``blocks`` is a list of dicts with the five ``BLOCK_FACTORS`` (JSON-friendly ``BlockSpec``s).
+    ``blocks`` is a list of dicts with the five ``BLOCK_FACTORS`` (JSON-friendly ``BlockSpec``s). MobileBERT's
+    factors keep HF ``MobileBertConfig``'s names: ``normalization_type``, ``hidden_act``, ``embedding_size``
+    (None: the first block's hidden size, no factorisation), ``trigram_input``.
     """
 
     model_type = "distill_student"
@@ -78,6 +86,9 @@ class StudentConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     classifier_dropout: float | int | None = None
     tie_word_embeddings: bool = True
+    normalization_type: str = "layer_norm"
+    embedding_size: int | None = None
+    trigram_input: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if not self.blocks:
@@ -88,6 +99,12 @@ class StudentConfig(PreTrainedConfig):
             problem = block_problem(block)
             if problem:
                 raise ValueError(f"student.blocks[{i}]: {problem}")
+        problem = factors_problem(self.normalization_type, self.embedding_size, self.trigram_input,
+                                  self.block_specs[0].hidden_size)  # fmt: skip
+        if problem:
+            raise ValueError(f"student.{problem}")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"student.hidden_act={self.hidden_act!r} is unknown; use e.g. gelu, relu, gelu_new")
         super().__post_init__(**kwargs)
 
     @classmethod
@@ -120,6 +137,9 @@ class StudentConfig(PreTrainedConfig):
             attention_probs_dropout_prob=spec.attention_probs_dropout_prob,
             layer_norm_eps=spec.layer_norm_eps,
             initializer_range=spec.initializer_range,
+            normalization_type=spec.normalization_type,
+            embedding_size=spec.embedding_size,
+            trigram_input=spec.trigram_input,
             **kwargs,
         )
 
@@ -133,8 +153,14 @@ class StudentConfig(PreTrainedConfig):
         return len(self.blocks)
 
     @property
-    def embedding_size(self) -> int:
-        return self.blocks[0]["hidden_size"]
+    def word_embedding_size(self) -> int:
+        """Width E of the word table (and of the tied MLM decoder): ``embedding_size``, else the first block's."""
+        return self.embedding_size if self.embedding_size is not None else self.blocks[0]["hidden_size"]
+
+    @property
+    def factorised_embedding(self) -> bool:
+        """Whether a dense map (MobileBERT's embedding_transformation) lifts the word embeddings to H_1."""
+        return self.trigram_input or self.word_embedding_size != self.blocks[0]["hidden_size"]
 
     @property
     def hidden_size(self) -> int:
@@ -158,7 +184,7 @@ class StudentOutput(ModelOutput):
     Attributes:
         last_hidden_state: (B, S, H_last) output of the last block.
         pooler_output: (B, H_last) tanh(dense([CLS])) as in BERT.
-        embeddings: (B, S, E) output of the embedding layer (E = first block's hidden size).
+        embeddings: (B, S, H_1) output of the embedding layer (H_1 = first block's hidden size).
         block_outputs: per block k, (B, S, H_k); only with ``output_hidden_states=True``.
             Unlike HF's ``hidden_states`` it does not start with the embeddings (those are above).
         attentions: per block k, (B, heads_k, S, S) attention probabilities (rows sum to 1 over keys,
@@ -216,23 +242,89 @@ class StudentQuestionAnsweringOutput(ModelOutput):
 # --------------------------------------------------------------------------------------------------
 
 
+class NoNorm(nn.Module):
+    """MobileBERT's NoNorm (Sun et al. 2020 §3.4, HF ``NoNorm``): h -> γ ∘ h + β, element-wise over (..., D).
+
+    No mean or variance over the features, so no reduction: the latency LayerNorm costs on device goes, the
+    matmul FLOPs stay. Parameter names are nn.LayerNorm's (``weight`` = γ, ``bias`` = β), so state-dict names and
+    the no-weight-decay rule for norms carry over.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias  # (..., D) * (D,) + (D,)
+
+
+def make_norm(config: StudentConfig, width: int) -> nn.Module:
+    """The student's normalisation at ``width``: nn.LayerNorm, or NoNorm with ``normalization_type="no_norm"``."""
+    if config.normalization_type == "no_norm":
+        return NoNorm(width)
+    return nn.LayerNorm(width, eps=config.layer_norm_eps)
+
+
+def trigram(x: torch.Tensor) -> torch.Tensor:
+    """MobileBERT's kernel-3 embedding convolution input (§3.5, HF ``trigram_input``): each position's embedding
+    beside its neighbours', ordered token t+1, t, t-1, with zeros beyond the sequence ends.
+
+    (B, S, E) -> (B, S, 3E); a dense 3E -> H after it is the 1-D convolution with kernel size 3.
+    """
+    after = F.pad(x[:, 1:], (0, 0, 0, 1))  # (B, S, E): token t+1, zero at the last position
+    before = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, S, E): token t-1, zero at the first position
+    return torch.cat([after, x, before], dim=-1)
+
+
 class Embeddings(nn.Module):
-    """word + position + token type, then LayerNorm and dropout (BERT's embedding layer)."""
+    """word + position + token type, then the norm and dropout (BERT's embedding layer).
+
+    With a factorised embedding (MobileBERT §3.5: ``embedding_size`` E < H_1, or ``trigram_input``) the word table
+    is E wide and ``embedding_transformation`` lifts it to H_1 (from the 3E trigram with ``trigram_input``); the
+    position and token-type tables are H_1 wide, as in HF's MobileBertEmbeddings.
+    """
 
     def __init__(self, config: StudentConfig):
         super().__init__()
-        width = config.embedding_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        width = config.blocks[0]["hidden_size"]
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.word_embedding_size, padding_idx=config.pad_token_id
+        )
+        self.trigram_input = config.trigram_input
+        self.embedding_transformation = (
+            nn.Linear(config.word_embedding_size * (3 if config.trigram_input else 1), width)
+            if config.factorised_embedding
+            else None
+        )
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
-        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config, width)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S) ids -> (B, S, H_1) word embeddings, lifted to H_1 where the table is factorised.
+
+        A padded neighbour counts as zero in the trigram, like a position past the sequence end (HF reads the
+        [PAD] row there, so a real token's output would depend on how far its batch was padded).
+        """
+        x = self.word_embeddings(input_ids)  # (B, S, E)
+        if self.embedding_transformation is None:
+            return x
+        if self.trigram_input:
+            if attention_mask is not None:
+                x = x * attention_mask[:, :, None].to(x.dtype)
+            x = trigram(x)  # (B, S, 3E)
+        return self.embedding_transformation(x)  # (B, S, H_1)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, S) ids, segment ids and (optional) padding mask -> (B, S, H_1)."""
         seq_len = input_ids.shape[1]
         positions = torch.arange(seq_len, device=input_ids.device)  # (S,)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings(positions)  # (B, S, E) + (S, E)
+        x = self.words(input_ids, attention_mask) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)  # (B, S, H_1) + (S, H_1)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -285,7 +377,7 @@ class DenseResidualNorm(nn.Module):
     def __init__(self, in_features: int, out_features: int, config: StudentConfig):
         super().__init__()
         self.dense = nn.Linear(in_features, out_features)
-        self.LayerNorm = nn.LayerNorm(out_features, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config, out_features)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -311,7 +403,7 @@ class BottleneckIn(nn.Module):
     def __init__(self, block: BlockSpec, config: StudentConfig):
         super().__init__()
         self.dense = nn.Linear(block.hidden_size, block.bottleneck_size)
-        self.LayerNorm = nn.LayerNorm(block.bottleneck_size, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config, block.bottleneck_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dense(x))
@@ -372,6 +464,9 @@ class StudentPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, MLMHead):
             init.zeros_(module.bias)
+        elif isinstance(module, NoNorm):  # identity at start, as LayerNorm's gain and bias
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
 
 
 class StudentModel(StudentPreTrainedModel):
@@ -421,7 +516,7 @@ class StudentModel(StudentPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, S, E)
+        x = self.embeddings(input_ids, token_type_ids, attention_mask)  # (B, S, H_1)
         embeddings = x
         # (B, 1, 1, S): broadcast over heads and query positions; padded keys get the dtype's minimum.
         mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
@@ -447,14 +542,20 @@ class StudentModel(StudentPreTrainedModel):
 
 
 class MLMHead(nn.Module):
-    """dense + act + LN at the embedding width, then the decoder tied to the word embeddings (BERT's)."""
+    """dense + act + LN at the word-embedding width E, then the decoder tied to the word embeddings (BERT's).
+
+    Always a LayerNorm, whatever ``normalization_type``: HF's MobileBertPredictionHeadTransform keeps one too (the
+    head is not in the served encoder). With a factorised embedding the transform maps H_last -> E (ALBERT's way);
+    HF MobileBERT instead keeps H and appends H - E extra decoder rows to the tied table.
+    """
 
     def __init__(self, config: StudentConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        width = config.word_embedding_size
+        self.dense = nn.Linear(config.hidden_size, width)
         self.act = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(width, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

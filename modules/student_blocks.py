@@ -1,4 +1,5 @@
-"""The five factors of a building block (AutoDistill Table 1) and the paper's model names (``Model_512_128_1_640_2``).
+"""The five factors of a building block (AutoDistill Table 1), the paper's model names (``Model_512_128_1_640_2``),
+and the checks of MobileBERT's student-wide factors (normalisation, embedding factorisation).
 
 Standard library only, on purpose: ``save_pretrained`` copies this file beside a student's weights together with
 modules/student.py (its relative import), so the student loads with ``trust_remote_code=True`` where only torch
@@ -12,6 +13,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 BLOCK_FACTORS = ("hidden_size", "bottleneck_size", "num_heads", "intermediate_size", "num_ffn")
+# MobileBERT's normalisations (Sun et al. 2020 §3.4; HF MobileBertConfig.normalization_type): BERT's LayerNorm, or
+# NoNorm h -> γ ∘ h + β (no mean or variance over features: cheaper on device, same FLOPs in the matmul count).
+NORMALIZATION_TYPES = ("layer_norm", "no_norm")
 _NAME_RE = re.compile(r"^(?:Model_)?(\d+)_(\d+)_(\d+)_(\d+)_(\d+)$")
 
 
@@ -88,3 +92,27 @@ def unchecked_block(d: dict | BlockSpec) -> BlockSpec:
     for f in fields(BlockSpec):
         setattr(block, f.name, d[f.name])
     return block
+
+
+def factors_problem(normalization_type: Any, embedding_size: Any, trigram_input: Any, first_hidden_size: int) -> str:
+    """What is wrong with a student's MobileBERT factors ('' when nothing is): one message naming the field and the fix.
+
+    Args:
+        normalization_type: one of ``NORMALIZATION_TYPES``.
+        embedding_size: the word-embedding width E, or None for the first block's hidden size (no factorisation).
+        trigram_input: MobileBERT's kernel-3 embedding convolution (a bool).
+        first_hidden_size: the first block's hidden size H_1, what the embedding layer outputs.
+    """
+    if normalization_type not in NORMALIZATION_TYPES:
+        return (f"normalization_type must be one of {NORMALIZATION_TYPES} (layer_norm: BERT's; no_norm: MobileBERT's "
+                f"γ ∘ h + β), got {normalization_type!r}")  # fmt: skip
+    if not isinstance(trigram_input, bool):
+        return f"trigram_input must be true or false, got {trigram_input!r}"
+    if embedding_size is None:
+        return ""
+    if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size <= 0:
+        return f"embedding_size must be a positive integer or null (the first block's hidden size), got {embedding_size!r}"
+    if embedding_size > first_hidden_size:
+        return (f"embedding_size={embedding_size} is wider than the first block's hidden_size={first_hidden_size}; "
+                f"a factorised embedding is narrower (MobileBERT: 128 under 512): use <= {first_hidden_size} or null")
+    return ""

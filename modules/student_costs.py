@@ -26,8 +26,9 @@ def num_parameters(config: StudentConfig, head: str = "none") -> int:
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     specs = config.block_specs
-    emb = config.embedding_size
-    total = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * emb + 2 * emb
+    emb, width = config.word_embedding_size, specs[0].hidden_size  # word table E, embedding output H_1
+    total = config.vocab_size * emb + (config.max_position_embeddings + config.type_vocab_size) * width + 2 * width
+    total += _embedding_transformation(config) + (width if config.factorised_embedding else 0)  # its weight, bias
     for b in specs:
         H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741
         total += 3 * _linear(H, Bn) + _linear(Bn, Bn) + 2 * Bn  # q, k, v, attention output + LN
@@ -50,10 +51,18 @@ def num_parameters(config: StudentConfig, head: str = "none") -> int:
     return total
 
 
+def _embedding_transformation(config: StudentConfig) -> int:
+    """Multiply-accumulates per token of MobileBERT's dense map up to H_1 (3E x H_1 with the trigram, E x H_1
+    without), 0 where the embedding is not factorised (NoNorm and ReLU add none: element-wise)."""
+    if not config.factorised_embedding:
+        return 0
+    return config.word_embedding_size * (3 if config.trigram_input else 1) * config.block_specs[0].hidden_size
+
+
 def flops(config: StudentConfig, seq_len: int, batch_size: int = 1) -> int:
     """Forward FLOPs of the encoder (``StudentModel``), counting 2 per multiply-accumulate of every matmul.
 
-    Element-wise work (softmax, LayerNorm, activations, embedding sums) is left out, which is what
+    Element-wise work (softmax, LayerNorm or NoNorm, activations, embedding sums) is left out, which is what
     ``torch.utils.flop_counter.FlopCounterMode`` counts too; the test holds the two equal.
 
     Args:
@@ -62,7 +71,7 @@ def flops(config: StudentConfig, seq_len: int, batch_size: int = 1) -> int:
         FLOPs of one forward pass of the batch.
     """
     S = seq_len
-    per_token = 0
+    per_token = _embedding_transformation(config)  # MobileBERT's kernel-3 embedding convolution, as a dense map
     specs = config.block_specs
     for b in specs:
         H, Bn, I = b.hidden_size, b.bottleneck_size, b.intermediate_size  # noqa: E741

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from modules.student_blocks import BLOCK_FACTORS, BlockSpec, block_problem, student_name, unchecked_block
+from modules.student_blocks import (
+    BLOCK_FACTORS,
+    NORMALIZATION_TYPES,
+    BlockSpec,
+    block_problem,
+    factors_problem,
+    student_name,
+    unchecked_block,
+)
 
-__all__ = ["BLOCK_FACTORS", "RESAMPLE_METHODS", "BlockSpec", "StudentSpec", "block_problem", "student_name", "unchecked_block"]
+__all__ = ["BLOCK_FACTORS", "NORMALIZATION_TYPES", "RESAMPLE_METHODS", "BlockSpec", "StudentSpec", "block_problem",
+           "student_name", "unchecked_block"]  # fmt: skip
 
 RESAMPLE_METHODS = ("interpolate", "pca")  # how the teacher's embeddings reach the student width
 
@@ -31,7 +40,11 @@ class StudentSpec:
     vocab_size: int | None = None  # null = the teacher tokenizer's vocabulary (the student shares it)
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
-    hidden_act: str = "gelu"
+    hidden_act: str = "gelu"  # relu: MobileBERT's operational optimisation (with no_norm)
+    # MobileBERT's factors (Sun et al. 2020 §3.4-3.5; HF MobileBertConfig's names). Defaults: BERT's.
+    normalization_type: str = "layer_norm"  # layer_norm | no_norm (h -> γ ∘ h + β)
+    embedding_size: int | None = None  # word-table width E; null: the first block's hidden size (no factorisation)
+    trigram_input: bool = False  # tokens t+1, t, t-1 concatenated (kernel-3 conv) before the dense map up to H_1
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     layer_norm_eps: float = 1e-12
@@ -57,6 +70,10 @@ class StudentSpec:
             raise ValueError(
                 f"student.embedding_resample must be one of {RESAMPLE_METHODS}, got {self.embedding_resample!r}"
             )
+        problem = factors_problem(self.normalization_type, self.embedding_size, self.trigram_input,
+                                  unchecked_block(self.block_list()[0]).hidden_size)  # fmt: skip
+        if problem:
+            raise ValueError(f"student.{problem}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"student.{name} must be in [0, 1), got {getattr(self, name)}")

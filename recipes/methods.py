@@ -1,0 +1,109 @@
+"""The leaderboard's methods: each a chain of stages, every stage one run of an existing recipe (Hydra overrides).
+
+A method is data, not code: what the survey deck calls "DistilBERT" is the distill recipe with DistilBERT's loss
+mix and truncation init, then the fine-tuning recipe. ``recipe=leaderboard`` (recipes/leaderboard.py) runs each
+stage in ``<cell dir>/<stage name>`` and adds the budget every method shares, by the stage's ``kind``:
+
+- ``pretrain``: a distillation / MLM stage on the corpus (``data`` group): ``recipe.regular_steps`` = the
+  leaderboard's ``recipe.pretrain_steps``;
+- ``finetune``: a student's fine-tuning on the task: the leaderboard's student epochs and lr, and task KD from the
+  fine-tuned teacher when ``recipe.task_kd`` (the same for every method); its ``model/`` is the row's model;
+- ``teacher``: the teacher's own fine-tuning (the reference row, and the task-KD teacher of the others);
+- ``pipeline``: a recipe with its own budgets and fine-tuning (``autodistill``, ``adabert``); ``model`` says where
+  its final model lands inside the stage dir.
+
+Placeholders in overrides: ``{cell}`` (this cell's dir), ``{teacher}`` (the fine-tuned teacher's model dir),
+``{prev}`` (the previous stage's dir). A method whose stages are not available yet is listed in ``MISSING`` with the
+reason, and the leaderboard's report prints that line instead of a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("pretrain", "finetune", "teacher", "pipeline")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of a recipe inside a cell: ``<cell dir>/<name>``."""
+
+    name: str
+    kind: str  # pretrain | finetune | teacher | pipeline
+    overrides: tuple[str, ...]
+    model: str = "model"  # where the stage's model lands in its dir (a glob; pipelines: e.g. finetune/trial_*/model)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"stage {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row family of the leaderboard: its stages, run in order; the last one's model is the row's."""
+
+    name: str
+    about: str  # one line for the report: the paper and what is compared
+    stages: tuple[Stage, ...]
+
+
+def _student_finetune(*extra: str) -> Stage:
+    return Stage("finetune", "finetune", ("recipe=finetune", "recipe.model={prev}/student", *extra))
+
+
+METHODS: dict[str, Method] = {
+    "teacher": Method(
+        "teacher", "the teacher itself, fine-tuned on the task: the reference row",
+        (Stage("finetune", "teacher", ("recipe=finetune", "recipe.model=teacher")),),
+    ),
+    "mobilebert_baseline": Method(
+        "mobilebert_baseline",
+        "AutoDistill's baseline: MobileBERT's block (Model_512_128_4_512_4) at the demo depth, layer-wise + "
+        "progressive distillation (Sun et al. 2020; AutoDistill §4)",
+        (Stage("distill", "pretrain", ("recipe=regular_distill", "student=mobilebert_baseline", "student.num_blocks=4")),
+         _student_finetune()),
+    ),
+    "mobilebert": Method(
+        "mobilebert",
+        "MobileBERT (Sun et al. 2020): the same bottleneck blocks with its operational optimisations (NoNorm, ReLU) "
+        "and the factorised trigram embedding (student=mobilebert), at the demo depth",
+        (Stage("distill", "pretrain", ("recipe=regular_distill", "student=mobilebert", "student.num_blocks=4")),
+         _student_finetune()),
+    ),
+    "autodistill": Method(
+        "autodistill",
+        "AutoDistill (Zhang et al. 2022): search with measured latency, the front's student regular-distilled and "
+        "fine-tuned (its own budgets: recipe=autodistill's demo)",
+        (Stage("pipeline", "pipeline", ("recipe=autodistill",), model="finetune/trial_*/model"),),
+    ),
+    "adabert": Method(
+        "adabert",
+        "AdaBERT (Chen et al. 2020): task-adaptive CNN student by differentiable NAS (its own budgets: "
+        "recipe=adabert's demo)",
+        # Guided by the leaderboard's fine-tuned teacher, as every other student is, instead of fine-tuning its own.
+        (Stage("pipeline", "pipeline", ("recipe=adabert", "recipe.teacher={teacher}"), model="student"),),
+    ),
+}
+
+# Methods of the survey deck not runnable yet, with the reason the report prints in their place.
+MISSING: dict[str, str] = {
+    "magnitude": "magnitude pruning (Gordon et al. 2020) is issue 19, not landed",
+    "nip": "NIP, iterative magnitude pruning in fine-tuning, is issue 19, not landed",
+    "rpp": "RPP, reweighted proximal pruning (Guo et al. 2019), is issue 19, not landed",
+    "structured": "structured head/FFN pruning is issue 19, not landed",
+    "deformer": "DeFormer (Cao et al. 2020) needs a pair task; issue 20, not landed",
+    "dualtrain": "DualTrain + SharedProj (Zhao et al. 2019) needs the student's own vocabulary; issue 20, not landed",
+}
+
+
+def method(name: str) -> Method:
+    """The method called ``name``.
+
+    Raises:
+        ValueError: an unknown name (lists the known ones and the not-yet-available ones).
+    """
+    if name in METHODS:
+        return METHODS[name]
+    if name in MISSING:
+        raise ValueError(f"recipe.methods: {name} is not available yet: {MISSING[name]}")
+    raise ValueError(f"recipe.methods: unknown method {name!r}; choose from {sorted(METHODS)}")
