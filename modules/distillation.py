@@ -104,8 +104,11 @@ class DistillationModule(L.LightningModule):
             else torch.float32
         )
         # TinyBERT's terms, built only when weighted (AutoDistill's module, its parameters and RNG use stay as they were).
+        # W_e reads the embedding layer's output (B, S, H_1), H_1 = the first block's width.
         self.embedding_projection = (
-            build_projection(student.config.embedding_size, teacher.hidden_size) if weights.embedding > 0 else None
+            build_projection(student.config.block_specs[0].hidden_size, teacher.hidden_size)
+            if weights.embedding > 0
+            else None
         )
         # Pre-softmax scores: hooks on the student's query/key maps; the teacher captures its own (a flag: it costs).
         self.student_scores = AttentionScores(student.student) if weights.attention_scores > 0 else None
