@@ -74,9 +74,11 @@ class FactorSpaceConfig:
     trigram_input: list[bool] | None = None
 
     def __post_init__(self) -> None:
-        from transformers.activations import ACT2FN  # here: the space composes without torch
+        allowed = {"normalization_type": NORMALIZATION_TYPES, "trigram_input": (False, True)}
+        if self.hidden_act is not None:  # only then: importing transformers' activations loads torch (seconds)
+            from transformers.activations import ACT2FN
 
-        allowed = {"normalization_type": NORMALIZATION_TYPES, "hidden_act": tuple(ACT2FN), "trigram_input": (False, True)}
+            allowed["hidden_act"] = tuple(ACT2FN)
         for name in FACTOR_NAMES:
             values = getattr(self, name)
             if values is None:
