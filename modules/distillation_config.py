@@ -85,3 +85,38 @@ class ProbeConfig:
     @property
     def enabled(self) -> bool:
         return self.max_train_examples > 0
+
+
+TRUNCATION_SCHEMES = ("every_other", "first", "last", "uniform")
+
+
+@dataclass
+class TruncationInit:
+    """``recipe.init``: start the student as the teacher with fewer layers, copied from it (modules/truncation.py).
+
+    Off (``num_layers: 0`` and no ``layers``) the student is the ``student`` group's architecture. On, the student
+    is the teacher's shape with ``num_layers`` blocks, block k copied from teacher layer ``layers[k]`` or, when
+    ``layers`` is null, from the layer ``scheme`` picks: DistilBERT ``every_other`` (6 of 12), PKD ``first`` (k).
+    """
+
+    num_layers: int = 0  # 0: no truncation init
+    scheme: str = "every_other"  # every_other | first | last | uniform
+    layers: list[int] | None = None  # explicit 0-based teacher layers; overrides scheme and num_layers
+
+    def __post_init__(self) -> None:
+        if self.scheme not in TRUNCATION_SCHEMES:
+            raise ValueError(f"recipe.init.scheme must be one of {TRUNCATION_SCHEMES}, got {self.scheme!r}")
+        if self.num_layers < 0:
+            raise ValueError(f"recipe.init.num_layers must be >= 0 (0: no truncation init), got {self.num_layers}")
+        if self.layers is not None:
+            if not self.layers or any(i < 0 for i in self.layers):
+                raise ValueError(f"recipe.init.layers must list 0-based teacher layers, got {self.layers}")
+            if self.num_layers not in (0, len(self.layers)):
+                raise ValueError(
+                    f"recipe.init.num_layers={self.num_layers} disagrees with recipe.init.layers {self.layers}; "
+                    "set one of them"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return self.num_layers > 0 or self.layers is not None

@@ -6,7 +6,9 @@
 - AutoDistill §3.3: ``attention_transfer_loss`` (Eq. 1), ``feature_map_loss`` (Eq. 2),
   ``pretraining_distillation_loss`` (Eq. 3);
 - task KD for fine-tuning: ``task_kd_loss`` (classification / regression), ``span_kd_loss`` (SQuAD);
-- AdaBERT (Chen et al. 2020, §3.2): ``hierarchical_kd_loss`` over the cells and the teacher's layer probes.
+- AdaBERT (Chen et al. 2020, §3.2): ``hierarchical_kd_loss`` over the cells and the teacher's layer probes;
+- the survey's methods: TinyBERT's ``attention_score_loss`` (Eq. 7; its hidden and embedding terms, Eq. 8–9, are
+  ``feature_map_loss`` after a projection), DistilBERT's ``cosine_hidden_loss``, PKD's ``pkd_loss`` (Eq. 3).
 
 Padding never contributes: sequence losses take the (B, S) attention mask and normalise by the number of
 real positions.
@@ -310,3 +312,67 @@ def layer_map(
             )
         return list(explicit)
     raise ValueError(f"recipe.layer_map must be one of {LAYER_MAPS}, got {strategy!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The survey deck's distillation methods (issue 18): TinyBERT, DistilBERT, PKD
+# --------------------------------------------------------------------------------------------------
+
+
+def attention_score_loss(
+    *, student_scores: torch.Tensor, teacher_scores: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """TinyBERT Eq. 7 (Jiao et al. 2020): L_attn = 1/h Σ_i MSE(A_S,i, A_T,i) on the *unnormalised* scores q·kᵀ/√d.
+
+    Only real (query, key) pairs count: the mean runs over heads and the real pairs of the batch (TinyBERT's code
+    zeroes masked entries on both sides and divides by all S² entries, which weights short rows less). Head counts
+    are matched like ``match_heads`` (group means of scores).
+
+    Args:
+        student_scores: (B, Hs, S, S) from ``modules.attention_scores.AttentionScores``.
+        teacher_scores: (B, Ht, S, S) of the mapped teacher layer.
+        attention_mask: (B, S) 1 for real tokens.
+    Returns:
+        scalar loss.
+    """
+    t, s = match_heads(student_probs=student_scores.float(), teacher_probs=teacher_scores.float())
+    real = attention_mask.to(torch.float32)
+    pairs = real[:, None, :, None] * real[:, None, None, :]  # (B, 1, S, S)
+    sq = (t - s).pow(2) * pairs
+    return sq.sum() / (pairs.sum() * t.shape[1])
+
+
+def cosine_hidden_loss(
+    *, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """DistilBERT's L_cos (Sanh et al. 2019, §3): 1 − cos(h_S, h_T) per real position, averaged (the reference code's
+    ``CosineEmbeddingLoss`` with target 1 over the non-padded tokens of the last hidden states).
+
+    Args:
+        student_hidden, teacher_hidden: (B, S, D), the same width (project the student's first if not).
+        attention_mask: (B, S).
+    Returns:
+        scalar loss in [0, 2].
+    """
+    real = attention_mask.bool()
+    cos = F.cosine_similarity(student_hidden.float()[real], teacher_hidden.float()[real], dim=-1)  # (N,)
+    return (1.0 - cos).mean()
+
+
+def pkd_loss(*, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+    """PKD's patient loss (Sun et al. 2019, Eq. 3): ‖ h_s,j/‖h_s,j‖₂ − h_t,j/‖h_t,j‖₂ ‖² over the [CLS] states of the
+    J mapped layers.
+
+    Reduced as the authors' code does (``F.mse_loss`` of the normalised states: the mean over B·J·D entries), which
+    is the scale their β grid {10, 100, 500, 1000} was tuned for; Eq. 3's sum is this times B·J·D.
+
+    Args:
+        student_cls: (B, J, D) the student's [CLS] state at each of its J intermediate layers (projected to D if the
+            widths differ).
+        teacher_cls: (B, J, D) the teacher's at the mapped layers (PKD-Skip: every other layer, PKD-Last: the last).
+    Returns:
+        scalar loss.
+    """
+    s = F.normalize(student_cls.float(), p=2, dim=-1)
+    t = F.normalize(teacher_cls.float(), p=2, dim=-1)
+    return F.mse_loss(s, t)

@@ -233,3 +233,71 @@ def test_hierarchical_kd_loss_matches_its_definition() -> None:
     loss = hierarchical_kd_loss(student_logits=final, student_cell_logits=cells, teacher_logits=teacher,
                                 teacher_probe_logits=probes, temperature=1.0)  # fmt: skip
     assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+# -- the survey's methods: TinyBERT attention scores, DistilBERT cosine, PKD patient loss ---------------
+
+
+def test_attention_score_loss_matches_naive_loop_over_real_pairs() -> None:
+    from modules.losses import attention_score_loss
+
+    mask = make_mask()
+    gen = torch.Generator().manual_seed(3)
+    t, s = torch.randn(3, 2, 7, 7, generator=gen), torch.randn(3, 2, 7, 7, generator=gen)
+    total, count = 0.0, 0
+    for b in range(3):
+        for h in range(2):
+            for q in range(7):
+                for k in range(7):
+                    if mask[b, q] and mask[b, k]:
+                        total += (t[b, h, q, k] - s[b, h, q, k]).item() ** 2
+                        count += 1
+    got = attention_score_loss(student_scores=s, teacher_scores=t, attention_mask=mask)
+    assert got.item() == pytest.approx(total / count, rel=1e-5)
+    # Padded entries carry nothing: garbage there leaves the loss unchanged.
+    s2 = s.clone()
+    s2[1, :, 5:, :] = 1e3
+    s2[2, :, :, 3:] = -1e3
+    assert attention_score_loss(student_scores=s2, teacher_scores=t, attention_mask=mask).item() == pytest.approx(got.item())
+
+
+def test_attention_score_loss_sees_what_probabilities_forget() -> None:
+    """A constant added to a row leaves softmax (and attention_transfer_loss) unchanged, not the score loss."""
+    from modules.losses import attention_score_loss
+
+    mask = torch.ones(1, 4, dtype=torch.long)
+    t = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    shifted = t + 5.0
+    assert attention_transfer_loss(student_probs=shifted.softmax(-1), teacher_probs=t.softmax(-1),
+                                   attention_mask=mask).item() == pytest.approx(0.0, abs=1e-6)  # fmt: skip
+    assert attention_score_loss(student_scores=shifted, teacher_scores=t, attention_mask=mask).item() == pytest.approx(25.0)
+
+
+def test_cosine_hidden_loss_matches_naive_loop() -> None:
+    from modules.losses import cosine_hidden_loss
+
+    mask = make_mask()
+    gen = torch.Generator().manual_seed(4)
+    s, t = torch.randn(3, 7, 5, generator=gen), torch.randn(3, 7, 5, generator=gen)
+    values = [
+        1 - (s[b, i] @ t[b, i] / (s[b, i].norm() * t[b, i].norm())).item()
+        for b in range(3) for i in range(7) if mask[b, i]
+    ]
+    got = cosine_hidden_loss(student_hidden=s, teacher_hidden=t, attention_mask=mask)
+    assert got.item() == pytest.approx(sum(values) / len(values), rel=1e-5)
+    assert cosine_hidden_loss(student_hidden=2 * t, teacher_hidden=t, attention_mask=mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pkd_loss_is_the_mean_squared_distance_of_unit_cls_states() -> None:
+    from modules.losses import pkd_loss
+
+    gen = torch.Generator().manual_seed(5)
+    s, t = torch.randn(2, 3, 4, generator=gen), torch.randn(2, 3, 4, generator=gen)
+    total = 0.0
+    for b in range(2):
+        for j in range(3):
+            a, c = s[b, j] / s[b, j].norm(), t[b, j] / t[b, j].norm()
+            total += sum((a[d] - c[d]).item() ** 2 for d in range(4))
+    assert pkd_loss(student_cls=s, teacher_cls=t).item() == pytest.approx(total / (2 * 3 * 4), rel=1e-5)
+    # Scale-free: only directions count (the paper normalises so the student need not match the teacher's norms).
+    assert pkd_loss(student_cls=3 * t, teacher_cls=t).item() == pytest.approx(0.0, abs=1e-7)
