@@ -44,11 +44,11 @@ class IntermediateKDConfig:
         key = "recipe.task_kd.intermediate"
         if self.kind not in INTERMEDIATE_KINDS:
             raise ValueError(f"{key}.kind: must be one of {INTERMEDIATE_KINDS}, got {self.kind!r}")
-        if self.layer_map is None:
-            self.layer_map = DEFAULT_LAYER_MAP[self.kind]
-        if self.layer_map not in TASK_LAYER_MAPS:
+        # layer_map stays null in the config (resolved by ``resolved_map``): the schema is instantiated when it is
+        # registered, and a null filled in then would be the kind=none default for every later kind.
+        if self.layer_map is not None and self.layer_map not in TASK_LAYER_MAPS:
             raise ValueError(f"{key}.layer_map: must be one of {TASK_LAYER_MAPS} or null, got {self.layer_map!r}")
-        if (self.layer_map == "explicit") != (self.layers is not None):
+        if (self.resolved_map == "explicit") != (self.layers is not None):
             raise ValueError(
                 f"{key}.layers: give it exactly when {key}.layer_map=explicit (0-based teacher layers, one per "
                 f"distilled student layer); got layer_map={self.layer_map!r}, layers={self.layers}"
@@ -62,6 +62,11 @@ class IntermediateKDConfig:
                 f"{key}.only=true trains on the intermediate terms alone, but {key}.kind=none has none; "
                 f"set {key}.kind=tinybert (TinyBERT's stage 1) or only=false"
             )
+
+    @property
+    def resolved_map(self) -> str:
+        """``layer_map``, or the kind's default when it is null (pkd: skip, tinybert: uniform)."""
+        return self.layer_map or DEFAULT_LAYER_MAP[self.kind]
 
     @property
     def enabled(self) -> bool:

@@ -44,7 +44,7 @@ def task_layer_pairs(cfg: IntermediateKDConfig, num_student: int, num_teacher: i
     if distilled < 1:
         raise ValueError(f"{KEY}.kind=pkd: the student has {num_student} layer; PKD pairs layers 1..k-1, so k >= 2")
     students = list(range(1, distilled + 1))
-    if cfg.layer_map == "explicit":
+    if cfg.resolved_map == "explicit":
         layers = list(cfg.layers or [])
         if len(layers) != distilled or max(layers) >= num_teacher:
             raise ValueError(
@@ -53,16 +53,16 @@ def task_layer_pairs(cfg: IntermediateKDConfig, num_student: int, num_teacher: i
             )
         return list(zip(students, [layer + 1 for layer in layers]))
     if num_student > num_teacher:
-        raise ValueError(f"{KEY}.layer_map={cfg.layer_map}: the student ({num_student} layers) is deeper than the "
+        raise ValueError(f"{KEY}.layer_map={cfg.resolved_map}: the student ({num_student} layers) is deeper than the "
                          f"teacher ({num_teacher}); use layer_map=explicit")  # fmt: skip
-    if cfg.layer_map == "skip":
+    if cfg.resolved_map == "skip":
         if num_teacher % num_student:
             raise ValueError(
                 f"{KEY}.layer_map=skip: PKD-Skip takes every (L/k)-th teacher layer, and L={num_teacher} is not a "
                 f"multiple of k={num_student}; use layer_map=uniform (rounds j·L/k up) or explicit"
             )
         return [(j, j * num_teacher // num_student) for j in students]
-    if cfg.layer_map == "last":
+    if cfg.resolved_map == "last":
         return [(j, num_teacher - num_student + j) for j in students]
     return [(j, -(-j * num_teacher // num_student)) for j in students]  # uniform
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from datamodules.transfer_config import TransferDataConfig
-from modules.distillation_config import LAYER_MAPS, LossWeights, ProbeConfig, TeacherCacheConfig
+from modules.distillation_config import (
+    LAYER_MAPS,
+    LossWeights,
+    ProbeConfig,
+    TeacherCacheConfig,
+    TruncationInit,
+)
 from modules.intermediate_config import IntermediateKDConfig
 from modules.student_spec import BlockSpec
 from recipes.config import check_optimizer, check_warmup_fraction
@@ -132,6 +138,9 @@ class FinetuneConfig:
     max_steps: int | None = None  # cap on optimizer steps (demo scale); null: epochs decide
     warmup_fraction: float = 0.1
     task_kd: TaskKDConfig = field(default_factory=TaskKDConfig)
+    # Truncation init (PKD: the first k layers, scheme=first): fine-tune recipe.model cut to these layers, copied from
+    # it (modules/truncation.py); recipe.model must then be a BERT-style model (the teacher, a fine-tuned teacher, ...)
+    init: TruncationInit = field(default_factory=TruncationInit)
     save_model: bool = True
     measure_latency: bool = True
 
