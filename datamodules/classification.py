@@ -29,6 +29,8 @@ from datamodules.task_cache import load_cache, load_or_build
 from datamodules.task_config import TaskDataConfig
 from datamodules.task_files import RawExample, SourceRows, infer_format, read_examples
 from datamodules.tokenized import TokenizedSplit, pad_collate, tokenize_texts
+from datamodules.transfer import WithUnlabelled, build_transfer_split, collate_with_labelled
+from datamodules.transfer_config import TransferDataConfig
 
 # Bumped when the cache payload layout changes, so stale files are never read as the new layout.
 CACHE_VERSION = 3  # 2: GLUE MNLI's test_mismatched split; 3: "labelled" and "rows" (source row identity)
@@ -174,6 +176,9 @@ class ClassificationDataModule(LightningDataModule):
         self.validation_splits: list[str] = ["validation"]
         self.test_splits: list[str] = []
         self._splits: dict[str, TokenizedSplit] = {}
+        # Unlabelled rows that join the training batches (task KD's transfer set, datamodules/transfer.py): they
+        # carry ``labelled=False``, so the loss gives them KD and no CE. Set after ``setup()``; None: none.
+        self.unlabelled: TokenizedSplit | None = None
 
     # ----------------------------------------------------------------------------------- setup
 
@@ -219,6 +224,19 @@ class ClassificationDataModule(LightningDataModule):
     def _load_cache(self, path: Path) -> dict[str, Any] | None:
         return load_cache(path, CACHE_VERSION, self.cfg.name)
 
+    def add_transfer(self, transfer: TransferDataConfig) -> int:
+        """Join ``transfer``'s unlabelled rows to the training batches (``unlabelled``), tokenised as the task's.
+
+        Returns:
+            how many transfer rows were dropped because a task split (train, dev or test) has them.
+        """
+        self._split("train")
+        self.unlabelled, dropped = build_transfer_split(
+            transfer, self.tokenizer, list(self.cfg.text_columns), self.cfg.max_seq_len, self.num_labels,
+            list(self._splits.values()),
+        )  # fmt: skip
+        return dropped
+
     @property
     def test_labelled(self) -> bool:
         """Whether the test split has gold labels: decided when it was loaded (GLUE's test labels are hidden; a
@@ -254,7 +272,10 @@ class ClassificationDataModule(LightningDataModule):
         return self._splits[name]
 
     def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
-        split = self._split(name)
+        split: TokenizedSplit | WithUnlabelled = self._split(name)
+        collate = pad_collate
+        if name == "train" and shuffle and self.unlabelled is not None:
+            split, collate = WithUnlabelled(split, self.unlabelled), collate_with_labelled
         # Seeded per epoch, so a run's batch order is reproducible whatever else has drawn random numbers,
         # and a run resumed at epoch e sees the order an uninterrupted one would.
         if not shuffle:
@@ -268,7 +289,7 @@ class ClassificationDataModule(LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.cfg.num_workers,
-            collate_fn=partial(pad_collate, pad_id=int(self.tokenizer.pad_token_id)),
+            collate_fn=partial(collate, pad_id=int(self.tokenizer.pad_token_id)),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,5 +1,7 @@
 """Downstream fine-tuning: the GLUE metrics (torchmetrics) and the LightningModule that trains any HF
-sequence classifier, with optional task KD from a fine-tuned teacher: ``(1 - γ)·CE + γ·KD``."""
+sequence classifier, with optional task KD from a fine-tuned teacher: ``(1 - γ)·CE + γ·KD``, plus the intermediate
+terms of PKD or TinyBERT's task stage (``+ β·L_inter``, modules/task_intermediate.py); rows without a gold label
+(PD's transfer text) give KD and no CE."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from core.seeding import mix_seed
 from datamodules.glue import GLUE_TASKS
 from modules.kd_logits import MEMO, teacher_fingerprint
 from modules.losses import NO_KD, KDSettings, mix_kd, task_kd_loss
+from modules.task_intermediate import IntermediateDistiller, encode
 
 
 def metric_names(glue_task: str | None, num_labels: int) -> tuple[str, ...]:
@@ -95,21 +98,32 @@ def frozen_teacher(teacher: nn.Module | None) -> list[nn.Module]:
     return [teacher.eval().requires_grad_(False)] if teacher is not None else []
 
 
-def teacher_for_step(module: L.LightningModule, device: torch.device) -> nn.Module | None:
-    """The frozen teacher on ``device`` when this step distils (a teacher and γ > 0), else None."""
-    if module._teacher and module.kd.gamma > 0:
+def teacher_for_step(module: L.LightningModule, device: torch.device, needed: bool | None = None) -> nn.Module | None:
+    """The frozen teacher on ``device`` when this step distils (a teacher, and ``needed``: by default γ > 0), else
+    None."""
+    if module._teacher and (module.kd.gamma > 0 if needed is None else needed):
         return module._teacher[0].to(device)
     return None
 
 
 def log_training_loss(
-    module: L.LightningModule, ce: torch.Tensor, kd: torch.Tensor | None
+    module: L.LightningModule,
+    ce: torch.Tensor,
+    kd: torch.Tensor | None,
+    terms: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The training loss (``ce``, or ``(1 − γ)·ce + γ·kd`` with KD), logged as train/{kd, ce, loss}."""
+    """The training loss, logged as train/{kd, ce, <term>, loss}: ``ce``, or ``(1 − γ)·ce + γ·kd`` with KD, plus
+    ``β·Σ terms`` (PKD: ``β·L_PT``; TinyBERT: ``β·(L_attn + L_hidn + L_embd)``); with ``module.intermediate.only``
+    (TinyBERT's stage 1) ``β·Σ terms`` alone (``ce`` is only logged)."""
     loss = ce
     if kd is not None:
         loss = mix_kd(ce, kd, module.kd.gamma)
         module.log("train/kd", kd)
+    if terms:
+        for name, value in terms.items():
+            module.log(f"train/{name}", value)
+        weighted = module.intermediate.beta * sum(terms.values())
+        loss = weighted if module.intermediate.only else loss + weighted
     module.log("train/ce", ce)
     module.log("train/loss", loss, prog_bar=True)
     return loss
@@ -186,6 +200,7 @@ class FinetuneModule(L.LightningModule):
         kd: KDSettings = NO_KD,
         on_best: Callable[[dict[str, float]], None] | None = None,
         seed: int = 0,
+        intermediate: IntermediateDistiller | None = None,
     ) -> None:
         super().__init__()
         # from_pretrained returns a model in eval mode and Lightning keeps each submodule's mode through
@@ -203,6 +218,8 @@ class FinetuneModule(L.LightningModule):
         self._teacher = frozen_teacher(kd_teacher)
         self._teacher_key = teacher_fingerprint(kd_teacher) if kd_teacher is not None else ""
         self.kd = kd
+        # PKD / TinyBERT's intermediate terms and their projections (trained, checkpointed, not saved in the model)
+        self.intermediate = intermediate
         self.on_best = on_best
         self.best: dict[str, float] = {}
         self.validated_at = -1  # the global step of the last full validation
@@ -214,23 +231,42 @@ class FinetuneModule(L.LightningModule):
             token_type_ids=batch.get("token_type_ids"),
         ).logits
 
-    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def task_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """CE (MSE for regression) averaged over the rows; with ``labelled`` (B,) bool, over the labelled rows only:
+        an unlabelled (transfer) row adds nothing, not even a gradient (0 when no row of the batch is labelled)."""
+        if labelled is not None:
+            weights = labelled.to(torch.float32)  # (B,)
+            if self.regression:
+                per_row = (logits.squeeze(-1).float() - labels.float()).pow(2)
+            else:  # an unlabelled row's placeholder label (-1) is read as class 0, then weighted by 0
+                per_row = F.cross_entropy(logits.float(), labels.clamp_min(0), reduction="none")
+            return (per_row * weights).sum() / weights.sum().clamp_min(1.0)
         if self.regression:
             return F.mse_loss(logits.squeeze(-1), labels.float())
         return F.cross_entropy(logits, labels)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         seed_step(self, batch_idx)
-        logits = self(batch)
-        ce = self.task_loss(logits, batch["labels"])
-        kd = None
-        teacher = teacher_for_step(self, logits.device)
-        if teacher is not None:
+        distiller, terms = self.intermediate, None
+        teacher = teacher_for_step(self, batch["input_ids"].device, self.kd.gamma > 0 or distiller is not None)
+        if distiller is not None:  # PKD / TinyBERT: both models' layers, so the teacher runs every step
+            student = encode(self.model, batch, distiller.needs_scores)
+            with torch.no_grad():
+                taught = encode(teacher, batch, distiller.needs_scores)
+            logits, t_logits = student.logits, taught.logits
+            terms = distiller(student=student, teacher=taught, attention_mask=batch["attention_mask"])
+        else:
+            logits = self(batch)
             # Encoded once per row for every student of this process (modules/kd_logits.py).
-            t_logits = MEMO.logits(teacher, self._teacher_key, batch)
+            t_logits = MEMO.logits(teacher, self._teacher_key, batch) if teacher is not None else None
+        ce = self.task_loss(logits, batch["labels"], batch.get("labelled"))
+        kd = None
+        if t_logits is not None and self.kd.gamma > 0 and not (distiller is not None and distiller.only):
             kd = task_kd_loss(student_logits=logits, teacher_logits=t_logits, temperature=self.kd.temperature,
                               regression=self.regression)  # fmt: skip
-        return log_training_loss(self, ce, kd)
+        return log_training_loss(self, ce, kd, terms)
 
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1).float() if self.regression else logits.argmax(-1)
@@ -251,7 +287,9 @@ class FinetuneModule(L.LightningModule):
             values, score = log_task_metrics(self, metrics, name, nan_to_zero=True)
             current.update({**{f"{name}/{k}": v for k, v in values.items()}, f"{name}/score": score})
         ranked = f"{self.val_names[0]}/score"
-        if not self.trainer.sanity_checking and is_new_best(self.best, current, ranked):
+        # TinyBERT's stage 1 trains no head yet: its last model is the one to keep, not the best-scoring one
+        keep_last = self.intermediate is not None and self.intermediate.only
+        if not self.trainer.sanity_checking and (keep_last or is_new_best(self.best, current, ranked)):
             # MNLI's mismatched numbers come from the same step as the matched best (the paper's protocol).
             self.best = {**current, "best_step": float(self.global_step)}
             if self.on_best is not None:
@@ -273,4 +311,5 @@ class FinetuneModule(L.LightningModule):
         load_best_state(self, checkpoint)
 
     def configure_optimizers(self):
-        return warmup_decay_optimizer(self, self.model.parameters())
+        extra = list(self.intermediate.parameters()) if self.intermediate is not None else []
+        return warmup_decay_optimizer(self, [*self.model.parameters(), *extra])

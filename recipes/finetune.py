@@ -49,13 +49,21 @@ from modules.kd_logits import MEMO
 from modules.losses import KDSettings
 from modules.qa import QAModule
 from modules.qa import write_predictions as write_qa_predictions
+from modules.student import StudentForQuestionAnswering, StudentForSequenceClassification
 from modules.teacher import check_positions
 from recipes import common
 from recipes.common import build_logger, build_trainer, write_metrics
 from recipes.config import RunConfig
 from recipes.schemas import FinetuneConfig, TaskKDConfig  # noqa: F401  (public here too)
 from recipes.shipping import save_for_serving, write_run_card
-from recipes.task_kd import check_kd_teacher, load_kd_teacher, require_head  # noqa: F401  (public here too)
+from recipes.task_kd import (  # noqa: F401  (public here too)
+    build_intermediate,
+    check_kd_teacher,
+    check_task_distillation,
+    load_kd_teacher,
+    require_head,
+    truncate,
+)
 from recipes.tracking import tracked
 from reports.predictions import write_predictions
 
@@ -138,7 +146,10 @@ def run(cfg: RunConfig) -> dict[str, float]:
     metrics: dict[str, float] = dict(module.best)
     metrics.update({"params": float(model.num_parameters()), "steps": float(trainer.global_step),
                     "train_examples": float(task.train_examples)})  # fmt: skip
-    if getattr(module, "_teacher", None) and module.kd.gamma > 0:  # task KD ran: its teacher rows, encoded / reused
+    if getattr(data, "unlabelled", None) is not None:  # PD's transfer rows (KD only) beside the labelled ones
+        metrics["transfer_examples"] = float(len(data.unlabelled))
+    memo = getattr(module, "intermediate", None) is None  # with intermediate terms the teacher runs every step
+    if getattr(module, "_teacher", None) and module.kd.gamma > 0 and memo:  # task KD's teacher rows, encoded / reused
         metrics.update({"task_kd/gamma": module.kd.gamma, "task_kd/rows_encoded": float(MEMO.misses - rows_before[0]),
                         "task_kd/rows_reused": float(MEMO.hits - rows_before[1])})  # fmt: skip
     # How many rows each score was measured on: the report's noise floor of a score needs it (reports/targets.py).
@@ -189,6 +200,7 @@ def preflight(cfg: RunConfig, path: str, qa: bool) -> None:
         require_head(teacher, "ForQuestionAnswering" if qa else "ForSequenceClassification",
                      "recipe.task_kd.teacher", cfg.task.name)  # fmt: skip
         check_kd_teacher(cfg, path, teacher)
+    check_task_distillation(cfg, path, qa)  # recipe.init, recipe.task_kd.intermediate / .transfer
     if qa and cfg.trainer.limit_val_batches not in (None, 1, 1.0):
         raise ValueError(
             "trainer.limit_val_batches: SQuAD scores every question of the dev set (a partial pass would score "
@@ -205,7 +217,11 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
     recipe: FinetuneConfig = cfg.recipe
     data = ClassificationDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
+    if recipe.task_kd.transfer.enabled:  # PD's unlabelled transfer text joins the training batches (KD only)
+        dropped = data.add_transfer(recipe.task_kd.transfer)
+        log.info("transfer rows: %d (%d dropped: the task has them)", len(data.unlabelled), dropped)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=data.num_labels)
+    model = truncate(cfg, path, model, StudentForSequenceClassification)  # recipe.init (PKD: the first k layers)
     teacher = load_kd_teacher(cfg, AutoModelForSequenceClassification, tokenizer)
     if teacher is not None and teacher.config.num_labels != data.num_labels:
         raise ValueError(
@@ -226,6 +242,7 @@ def setup_classification(cfg: RunConfig, path: str, tokenizer: PreTrainedTokeniz
         kd=KDSettings(gamma=recipe.task_kd.gamma if teacher is not None else 0.0,
                       temperature=recipe.task_kd.temperature),
         seed=cfg.seed,
+        intermediate=build_intermediate(cfg, model, teacher),  # PKD / TinyBERT's terms and their projections
     )
     return TaskSetup(data, model, module, data.split_sizes["train"])
 
@@ -235,7 +252,7 @@ def setup_qa(cfg: RunConfig, path: str, tokenizer: PreTrainedTokenizerBase) -> T
     recipe: FinetuneConfig = cfg.recipe
     data = SquadDataModule(cfg.task, tokenizer, seed=cfg.seed)
     data.setup()
-    model = AutoModelForQuestionAnswering.from_pretrained(path)
+    model = truncate(cfg, path, AutoModelForQuestionAnswering.from_pretrained(path), StudentForQuestionAnswering)
     teacher = load_kd_teacher(cfg, AutoModelForQuestionAnswering, tokenizer)
     module = QAModule(
         model=model,

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from datamodules.transfer_config import TransferDataConfig
 from modules.distillation_config import (
     LAYER_MAPS,
     LossWeights,
@@ -19,6 +20,7 @@ from modules.distillation_config import (
     TeacherCacheConfig,
     TruncationInit,
 )
+from modules.intermediate_config import IntermediateKDConfig
 from modules.student_spec import BlockSpec
 from recipes.config import check_optimizer, check_warmup_fraction
 
@@ -99,11 +101,14 @@ class DistillConfig:
 
 @dataclass
 class TaskKDConfig:
-    """Task-specific distillation from a fine-tuned teacher (TinyBERT's second stage): (1-γ)·CE + γ·KD."""
+    """Task-specific distillation from a fine-tuned teacher: (1-γ)·CE + γ·KD (+ β·L_inter: PKD, TinyBERT's task
+    stage), on the task's rows (+ unlabelled transfer rows, KD only: PD's transfer set)."""
 
     teacher: str | None = None  # a fine-tuned classifier dir (e.g. <finetune run dir>/model); null: no KD
-    gamma: float = 0.5
+    gamma: float = 0.5  # PKD's α
     temperature: float = 2.0
+    intermediate: IntermediateKDConfig = field(default_factory=IntermediateKDConfig)
+    transfer: TransferDataConfig = field(default_factory=TransferDataConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.gamma <= 1:
@@ -136,10 +141,21 @@ class FinetuneConfig:
     max_steps: int | None = None  # cap on optimizer steps (demo scale); null: epochs decide
     warmup_fraction: float = 0.1
     task_kd: TaskKDConfig = field(default_factory=TaskKDConfig)
+    # Truncation init (PKD: the first k layers, scheme=first): fine-tune recipe.model cut to these layers, copied from
+    # it (modules/truncation.py); recipe.model must then be a BERT-style model (the teacher, a fine-tuned teacher, ...)
+    init: TruncationInit = field(default_factory=TruncationInit)
     save_model: bool = True
     measure_latency: bool = True
 
     def __post_init__(self) -> None:
+        kd = f"{self.key}.task_kd"
+        for name, on in (("intermediate.kind", self.task_kd.intermediate.enabled), ("transfer.path", self.task_kd.transfer.enabled)):  # fmt: skip
+            if on and not self.task_kd.teacher:
+                raise ValueError(f"{kd}.{name} distils from {kd}.teacher, which is null: give a teacher fine-tuned on "
+                                 "the task (<recipe=finetune run dir>/model)")  # fmt: skip
+        if self.task_kd.transfer.enabled and self.task_kd.gamma == 0:
+            raise ValueError(f"{kd}.transfer: unlabelled rows teach only through KD, and {kd}.gamma=0 turns it off; "
+                             "set gamma > 0 (PD: 1)")  # fmt: skip
         if self.epochs < 1:
             raise ValueError(f"{self.key}.epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
