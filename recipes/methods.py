@@ -70,6 +70,33 @@ METHODS: dict[str, Method] = {
         (Stage("distill", "pretrain", ("recipe=regular_distill", "student=mobilebert", "student.num_blocks=4")),
          _student_finetune()),
     ),
+    "distilbert": Method(
+        "distilbert",
+        "DistilBERT (Sanh et al. 2019): every other teacher layer (truncation init), 5·soft-MLM KD + 2·MLM + "
+        "1·cosine of the last hidden states on the corpus, then fine-tuning",
+        (Stage("distill", "pretrain", ("experiment=distilbert",)), _student_finetune()),
+    ),
+    "tinybert": Method(
+        "tinybert",
+        "TinyBERT-4 (Jiao et al. 2020): general distillation (attention scores + hidden + embedding MSE) from "
+        "scratch, then task distillation from the fine-tuned teacher: intermediate layers, then the logits",
+        (Stage("general", "pretrain", ("experiment=tinybert_general",)),
+         Stage("task_intermediate", "finetune", ("experiment=tinybert_task", "recipe.model={prev}/student")),
+         Stage("task_prediction", "finetune", ("experiment=tinybert_task_pred", "recipe.model={prev}/model"))),
+    ),
+    "pkd": Method(
+        "pkd",
+        "PKD-Skip (Sun et al. 2019): the teacher's first 3 layers, CE + KD + β·patient loss on the normalised "
+        "[CLS] states of every other teacher layer, from the fine-tuned teacher",
+        (Stage("finetune", "finetune", ("experiment=pkd",)),),
+    ),
+    "pd": Method(
+        "pd",
+        "Pre-trained Distillation (Turc et al. 2019): a compact BERT 4×256 pre-trained with MLM alone, then the "
+        "fine-tuned teacher's soft labels on the task plus unlabelled transfer text",
+        (Stage("pretrain", "pretrain", ("experiment=pd_pretrain",)),
+         Stage("distill", "finetune", ("experiment=pd_distill", "recipe.model={prev}/student"))),
+    ),
     "autodistill": Method(
         "autodistill",
         "AutoDistill (Zhang et al. 2022): search with measured latency, the front's student regular-distilled and "

@@ -135,3 +135,30 @@ def test_a_stage_that_cannot_run_fails_before_any_training(tiny_teacher_dir, pai
     assert proc.returncode == 1
     assert "leaderboard method mobilebert_baseline, stage distill" in proc.stderr and "recipe.regular_steps=3" in proc.stderr
     assert not (tmp_path / "run" / "teacher" / "seed0" / "finetune" / "metrics.json").exists()  # nothing trained
+
+
+def test_every_method_stage_composes_into_a_valid_run_config(tmp_path) -> None:
+    """Each stage's overrides (presets, placeholders filled, the shared budget) compose and pass every schema check."""
+    from hydra import initialize_config_dir
+
+    import run
+    from recipes.leaderboard import shared_overrides, stage_config
+
+    run.register_recipe_schemas(None)
+    recipe = LeaderboardConfig()
+    with initialize_config_dir(config_dir=str(run.CONF), version_base="1.3"):
+        for m in METHODS.values():
+            cell = prev = tmp_path / m.name / "seed0"
+            for stage in m.stages:
+                values = {"cell": cell, "prev": prev, "teacher": tmp_path / "teacher", "method": m.name}
+                cfg = stage_config(None, recipe, stage, 3, [], values, cell / stage.name)
+                assert cfg.seed == 3 and cfg.run_dir == str(cell / stage.name)
+                if stage.kind == "finetune":  # the shared budget won over the presets' own
+                    assert cfg.recipe.epochs == recipe.student_epochs and cfg.recipe.optimizer["lr"] == recipe.student_lr
+                    assert cfg.recipe.task_kd.teacher == str(tmp_path / "teacher")
+                if stage.kind == "pretrain":
+                    assert cfg.recipe.regular_steps == recipe.pretrain_steps
+                if "{prev}" in " ".join(stage.overrides):
+                    assert str(prev) in cfg.recipe.model
+                assert shared_overrides(stage, recipe) or stage.kind == "pipeline"
+                prev = cell / stage.name
