@@ -76,7 +76,7 @@ def test_config_checks_name_the_field(kwargs, match) -> None:
 def test_every_method_ends_in_a_model_and_uses_known_stage_kinds() -> None:
     for m in METHODS.values():
         assert m.stages and m.about
-        assert any(o.startswith("recipe=") for s in m.stages for o in s.overrides)
+        assert all(any(o.startswith(("recipe=", "experiment=")) for o in s.overrides) for s in m.stages)
     with pytest.raises(ValueError, match="kind"):
         Stage("x", "other", ())
 
