@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from modules.distillation_config import LAYER_MAPS, LossWeights, ProbeConfig, TeacherCacheConfig
+from modules.pruning_config import FinetuneSparsity
 from modules.student_spec import BlockSpec
 from recipes.config import check_optimizer, check_warmup_fraction
 
@@ -129,6 +130,8 @@ class FinetuneConfig:
     task_kd: TaskKDConfig = field(default_factory=TaskKDConfig)
     save_model: bool = True
     measure_latency: bool = True
+    # a pruned model's zeros kept fixed (auto: when its config records a pruning), or NIP: modules/pruning_config.py
+    sparsity: FinetuneSparsity = field(default_factory=FinetuneSparsity)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
