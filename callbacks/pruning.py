@@ -21,8 +21,8 @@ from modules.pruning import (
     cubic_sparsity,
     global_magnitude_prune_,
     kept_masks,
-    prunable_linears,
     proximal_step_,
+    prunable_linears,
     rpp_reweight,
 )
 from modules.pruning_config import CubicSchedule, FinetuneSparsity, RPPConfig
