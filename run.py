@@ -69,6 +69,8 @@ RECIPES: dict[str, RecipeEntry] = {
     "export": RecipeEntry("recipes.export", "ExportConfig", "ONNX (+ int8) of a saved model, checked"),
     "leaderboard": RecipeEntry("recipes.leaderboard", "LeaderboardConfig", "every method, one budget, one device",
                                schema_module="recipes.leaderboard_config"),
+    "prune": RecipeEntry("recipes.prune", "PruneConfig", "magnitude / RPP / structured pruning on the corpus",
+                         schema_module="recipes.prune_config"),
 }
 
 log = logging.getLogger("run")

@@ -39,6 +39,7 @@ from transformers import (
 import modules.auto  # noqa: F401  (registers the student with the Auto classes)
 from callbacks.latency import measure_latency
 from callbacks.progress import StepProgressBar
+from callbacks.pruning import finetune_sparsity_callbacks
 from core.assets import is_local_path, resolve_path
 from datamodules.classification import ClassificationDataModule
 from datamodules.glue import GLUE_TASKS
@@ -132,6 +133,7 @@ def run(cfg: RunConfig) -> dict[str, float]:
     module.on_best = save_best
     checkpoints = run_dir / "checkpoints"  # last.ckpt with the best-dev state: a killed / requeued run resumes
     callbacks = [common.epoch_checkpoints(checkpoints)] + ([StepProgressBar()] if cfg.trainer.enable_progress_bar else [])
+    callbacks += finetune_sparsity_callbacks(recipe.sparsity, model)  # a pruned model's mask stays fixed; NIP (issue 19)
     trainer = build_trainer(
         cfg.trainer, str(run_dir), build_logger(cfg, str(run_dir)), callbacks,
         max_steps=recipe.max_steps or -1, max_epochs=recipe.epochs if recipe.max_steps is None else None,

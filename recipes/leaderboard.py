@@ -38,6 +38,7 @@ from recipes.common import write_metrics
 from recipes.config import RunConfig, register_configs
 from recipes.leaderboard_config import LeaderboardConfig
 from recipes.methods import METHODS, MISSING, Method, Stage, method
+from recipes.prune_config import PruneConfig
 from recipes.schemas import AdaBertRecipeConfig, AutoDistillConfig, DistillConfig, FinetuneConfig
 from recipes.tracking import tracked
 from reports.leaderboard import read_rows, write_report
@@ -53,6 +54,7 @@ STAGE_RECIPES = {
     "finetune": ("recipes.finetune", FinetuneConfig),
     "autodistill": ("recipes.autodistill", AutoDistillConfig),
     "adabert": ("recipes.adabert", AdaBertRecipeConfig),
+    "prune": ("recipes.prune", PruneConfig),
 }
 
 

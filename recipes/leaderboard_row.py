@@ -71,7 +71,8 @@ def measure_row(
     """The row of one cell: its scores (from the stage that produced the model) and its costs, measured now.
 
     Returns:
-        method, seed, model dir, ``test_score`` / ``val_score`` (×100), ``params``, ``params_nonembedding``,
+        method, seed, model dir, ``test_score`` / ``val_score`` (×100), ``params``, ``params_nonzero`` (those not
+        exactly zero: what a pruned model really stores), ``params_nonembedding``,
         ``size_mb`` (the saved weights' bytes / 1e6), ``gflops`` (per sequence at ``latency.seq_len``),
         ``p50_ms`` (batch 1), ``p50_ms_serving`` and ``throughput`` (sequences / s at the serving batch),
         ``latency_contended`` (1 when a timing ran on a busy CPU), ``wall_time_s`` (the cell's stages, summed).
@@ -90,6 +91,7 @@ def measure_row(
         "test_score": scores(metrics, "test"),
         "val_score": scores(metrics, "val"),
         "params": params,
+        "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters()),  # sparse-aware (pruned methods)
         "params_nonembedding": params - embedding_params(model),
         "size_mb": sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6,
         "gflops": count_flops(model, model.config.vocab_size, cfg.latency.seq_len) / 1e9,

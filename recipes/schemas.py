@@ -21,6 +21,7 @@ from modules.distillation_config import (
     TruncationInit,
 )
 from modules.intermediate_config import IntermediateKDConfig
+from modules.pruning_config import FinetuneSparsity
 from modules.student_spec import BlockSpec
 from recipes.config import check_optimizer, check_warmup_fraction
 
@@ -146,6 +147,8 @@ class FinetuneConfig:
     init: TruncationInit = field(default_factory=TruncationInit)
     save_model: bool = True
     measure_latency: bool = True
+    # a pruned model's zeros kept fixed (auto: when its config records a pruning), or NIP: modules/pruning_config.py
+    sparsity: FinetuneSparsity = field(default_factory=FinetuneSparsity)
 
     def __post_init__(self) -> None:
         kd = f"{self.key}.task_kd"

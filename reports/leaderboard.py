@@ -26,7 +26,7 @@ from reports.sweep_table import markdown_table, number, save_figure, write_csv
 
 FILENAME = "leaderboard"
 # Averaged over a method's seeds (the row's columns; recipes/leaderboard_row.py says what each is).
-AVERAGED = ("test_score", "val_score", "params", "params_nonembedding", "size_mb", "gflops", "p50_ms",
+AVERAGED = ("test_score", "val_score", "params", "params_nonzero", "params_nonembedding", "size_mb", "gflops", "p50_ms",
             "p50_ms_serving", "throughput", "wall_time_s")  # fmt: skip
 
 
@@ -91,7 +91,7 @@ def build_lines(rows: Sequence[dict[str, Any]]) -> list[Line]:
 
 def render_markdown(lines: Sequence[Line], missing: dict[str, str], budget: str) -> str:
     """The report: the budget, the table (front marked ★), what the front says, the methods not run and why."""
-    header = ["method", "seeds", "test score", "± spread", "% teacher", "params (M)", "non-emb (M)", "size (MB)",
+    header = ["method", "seeds", "test score", "± spread", "% teacher", "params (M)", "non-zero (M)", "non-emb (M)", "size (MB)",
               "GFLOPs", "p50 bs1 (ms)", "speed-up", "compression", "throughput (seq/s)", "train wall (min)"]  # fmt: skip
     body = []
     for line in sorted(lines, key=lambda x: (x.method != "teacher", x.values["p50_ms"] or float("inf"))):
@@ -100,6 +100,7 @@ def render_markdown(lines: Sequence[Line], missing: dict[str, str], budget: str)
             ("★ " if line.on_front else "") + line.method + (" ⚠ busy CPU" if line.contended else ""),
             ",".join(map(str, line.seeds)), number(v["test_score"], ".2f"), number(line.score_spread, ".2f"),
             number(line.score_ratio, ".1f"), number(_scaled(v["params"], 1e-6), ".2f"),
+            number(_scaled(v["params_nonzero"], 1e-6), ".2f"),
             number(_scaled(v["params_nonembedding"], 1e-6), ".2f"), number(v["size_mb"], ".1f"),
             number(v["gflops"], ".3f"), number(v["p50_ms"], ".2f"), _times(line.speedup), _times(line.compression),
             number(v["throughput"], ".0f"), number(_scaled(v["wall_time_s"], 1 / 60), ".1f"),
