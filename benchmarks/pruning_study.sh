@@ -7,7 +7,10 @@ OUT=${1:-outputs/pruning}
 PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-30}   # optimizer steps of each pruning stage on the corpus (batch 16 x 64 tokens)
 FT=(recipe=finetune recipe.epochs=1 recipe.max_steps=${FT_STEPS:-60} recipe.optimizer.lr=1e-4)  # the teacher's budget
-SHARED=(latency.max_other_load=null trainer.enable_progress_bar=false data.batch_size=16 data.val_size=128)
+# The machine is shared: no waiting for a quiet CPU, one cached reading per architecture (dense kernels do not see
+# zeros, so every unstructured model shares the teacher's); benchmarks/pruning_sparse.py times ratios side by side.
+SHARED=(latency.max_other_load=null latency.max_cv=10 latency.max_retries=0 latency.warmup=3 latency.repeats=20
+        latency.cache_path="$OUT/latency.json" trainer.enable_progress_bar=false data.batch_size=16 data.val_size=128)
 
 stage() {  # stage <dir> <overrides...>: run once, time it
   local dir=$1; shift

@@ -62,7 +62,7 @@ def read_study(root: Path) -> list[dict[str, Any]]:
 def render(rows: list[dict[str, Any]]) -> str:
     """pruning.md: our table (against the unpruned teacher), then the deck's numbers."""
     teacher = next((r for r in rows if r["method"] == "teacher"), None)
-    header = ["run", "sparsity (encoder linears)", "params (M)", "non-zero (M)", "p50 dense (ms)", "dev", "test",
+    header = ["run", "sparsity (encoder linears)", "params (M)", "non-zero (M)", "p50 as the run timed it (ms)", "dev", "test",
               "test Δ vs teacher", "wall (min)"]  # fmt: skip
     body = []
     for r in sorted(rows, key=lambda r: (r["method"] != "teacher", r["method"], r["sparsity"])):
